@@ -1,0 +1,45 @@
+// Package pool runs functions on a bounded set of worker goroutines.
+//
+// A Pool never has more than its size of tasks running at once, applies
+// backpressure when every worker is busy and its waiting queue is full, and
+// costs well under a hundred nanoseconds and no allocation per task:
+//
+//	p := pool.New(0) // one worker per GOMAXPROCS
+//	defer p.Close()
+//	for _, f := range files {
+//		p.Go(func() { process(f) })
+//	}
+//	p.Wait()
+//
+// Go blocks while the pool is saturated; TryGo never blocks; Submit blocks
+// until its context ends and then returns ctx.Err(). Wait waits for what was
+// submitted so far and leaves the pool usable; Close stops intake, runs what
+// was queued and releases every goroutine. Resize changes the size at run
+// time, WithIdleTimeout lets an idle pool hold no goroutine at all, and
+// WithPinnedWorkers pins worker i to the i-th allowed CPU (see package
+// affinity for when that helps).
+//
+// For tasks that return errors, Pool.Group gives errgroup semantics (the
+// first error cancels the others, or CollectErrors joins them all) with an
+// optional per-task timeout; Map returns results in input order, and MapSeq
+// streams them in input order with a bounded window so memory stays flat on
+// a long input.
+//
+// # Goroutines or processes
+//
+// A goroutine serves I/O-bound and CPU-bound work alike: Go has no global
+// interpreter lock, so a pool of GOMAXPROCS workers keeps every core busy.
+// Reach for package procpool only when work must be isolated: a crash must
+// not take the program down, a task must be killable, or memory must be
+// returned to the system by ending a worker.
+//
+// # Panics
+//
+// A panic in a task never crashes a worker and is never lost. It is
+// recovered and turned into a *PanicError holding the panic value and the
+// stack of the goroutine that panicked. In a Group, Map or MapSeq it is that
+// task's error. For tasks started with Go, TryGo or Submit it goes to the
+// handler set with WithPanicHandler; without one, the first such panic is
+// re-raised by the next Wait (or Close) once the other tasks have finished,
+// and later ones are counted in Stats.Panicked.
+package pool

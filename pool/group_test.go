@@ -1,0 +1,216 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestGroupFirstErrorCancels(t *testing.T) {
+	p := New(2)
+	defer p.Close()
+	g := p.Group(context.Background())
+	boom := errors.New("boom")
+	var canceled atomic.Int64
+	g.Go(func(ctx context.Context) error { return boom })
+	for i := 0; i < 5; i++ {
+		g.Go(func(ctx context.Context) error {
+			select {
+			case <-ctx.Done():
+				canceled.Add(1)
+				return ctx.Err()
+			case <-time.After(5 * time.Second):
+				return nil
+			}
+		})
+	}
+	if err := g.Wait(); !errors.Is(err, boom) {
+		t.Fatalf("Wait = %v, want boom", err)
+	}
+	if canceled.Load() == 0 {
+		t.Fatal("no task saw the group's context end after the first error")
+	}
+	if g.Context().Err() == nil {
+		t.Fatal("group context alive after Wait")
+	}
+}
+
+func TestGroupCollectErrors(t *testing.T) {
+	p := New(2)
+	defer p.Close()
+	g := p.Group(context.Background(), CollectErrors())
+	var ran atomic.Int64
+	for i := 0; i < 6; i++ {
+		g.Go(func(ctx context.Context) error {
+			ran.Add(1)
+			if i%2 == 0 {
+				return fmt.Errorf("task %d", i)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	if ran.Load() != 6 {
+		t.Fatalf("%d of 6 tasks ran", ran.Load())
+	}
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) || len(joined.Unwrap()) != 3 {
+		t.Fatalf("Wait = %v, want 3 joined errors", err)
+	}
+}
+
+func TestGroupTaskTimeoutAndPanic(t *testing.T) {
+	p := New(2)
+	defer p.Close()
+	g := p.Group(context.Background(), TaskTimeout(10*time.Millisecond), CollectErrors())
+	g.Go(func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	g.Go(func(ctx context.Context) error { panic("group boom") })
+	err := g.Wait()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait = %v, want DeadlineExceeded among errors", err)
+	}
+	var pe *PanicError
+	if !errors.As(err, &pe) || pe.Value != "group boom" || len(pe.Stack) == 0 {
+		t.Fatalf("Wait = %v, want a *PanicError with stack", err)
+	}
+	if p.Stats().Panicked != 0 {
+		t.Fatal("a group task's panic was also counted as a pool panic")
+	}
+}
+
+func TestGroupOnClosedPool(t *testing.T) {
+	p := New(1)
+	p.Close()
+	g := p.Group(context.Background())
+	g.Go(func(ctx context.Context) error { return nil })
+	if err := g.Wait(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Wait = %v, want ErrClosed", err)
+	}
+}
+
+func TestMapOrder(t *testing.T) {
+	p := New(4)
+	defer p.Close()
+	items := make([]int, 1000)
+	for i := range items {
+		items[i] = i
+	}
+	out, err := Map(context.Background(), p, items, func(_ context.Context, n int) (int, error) {
+		if n%7 == 0 {
+			time.Sleep(time.Microsecond)
+		}
+		return n * n, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range out {
+		if v != i*i {
+			t.Fatalf("out[%d] = %d", i, v)
+		}
+	}
+}
+
+func TestMapError(t *testing.T) {
+	p := New(2)
+	defer p.Close()
+	bad := errors.New("bad item")
+	var ran atomic.Int64
+	items := make([]int, 10000)
+	_, err := Map(context.Background(), p, items, func(ctx context.Context, n int) (int, error) {
+		if ran.Add(1) == 10 {
+			return 0, bad
+		}
+		return n, ctx.Err()
+	})
+	if !errors.Is(err, bad) {
+		t.Fatalf("Map = %v, want bad", err)
+	}
+	if ran.Load() == int64(len(items)) {
+		t.Fatal("Map went on through every item after the first error")
+	}
+}
+
+func TestMapSeqOrderAndWindow(t *testing.T) {
+	p := New(4)
+	defer p.Close()
+	var hw highWater
+	seq := MapSeq(context.Background(), p, slices.Values(make([]int, 500)), func(_ context.Context, _ int) (int, error) {
+		hw.enter()
+		defer hw.leave()
+		time.Sleep(20 * time.Microsecond)
+		return 1, nil
+	}, Window(3))
+	i := 0
+	for v, err := range seq {
+		if err != nil || v != 1 {
+			t.Fatalf("item %d: %v %v", i, v, err)
+		}
+		i++
+	}
+	if i != 500 {
+		t.Fatalf("yielded %d of 500", i)
+	}
+	if hw.max.Load() > 3 {
+		t.Fatalf("%d items in flight with Window(3)", hw.max.Load())
+	}
+
+	// Results come in input order even when later items finish first.
+	n := 0
+	for v, err := range MapSeq(context.Background(), p, func(yield func(int) bool) {
+		for i := 0; i < 200; i++ {
+			if !yield(i) {
+				return
+			}
+		}
+	}, func(_ context.Context, i int) (int, error) {
+		if i%3 == 0 {
+			time.Sleep(50 * time.Microsecond)
+		}
+		if i == 5 {
+			panic("five")
+		}
+		return i, nil
+	}) {
+		if n == 5 {
+			var pe *PanicError
+			if !errors.As(err, &pe) {
+				t.Fatalf("item 5: err %v, want *PanicError", err)
+			}
+		} else if v != n || err != nil {
+			t.Fatalf("item %d: got %d %v", n, v, err)
+		}
+		n++
+	}
+}
+
+func TestMapSeqBreakCancels(t *testing.T) {
+	p := New(2)
+	defer p.Close()
+	var canceled atomic.Int64
+	count := 0
+	for range MapSeq(context.Background(), p, slices.Values(make([]int, 100)), func(ctx context.Context, _ int) (int, error) {
+		select {
+		case <-ctx.Done():
+			canceled.Add(1)
+		case <-time.After(2 * time.Millisecond):
+		}
+		return 0, nil
+	}) {
+		count++
+		if count == 3 {
+			break
+		}
+	}
+	// The iterator has returned: nothing it started is still running.
+	if s := p.Stats(); s.Running != 0 || s.Waiting != 0 {
+		t.Fatalf("after break: %+v", s)
+	}
+}
