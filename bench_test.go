@@ -1,0 +1,75 @@
+package corework_test
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/corework/corework/pool"
+)
+
+// sink keeps the compiler from dropping the work.
+var sink atomic.Int64
+
+// fib is the CPU-bound workload: no memory traffic, no locks, no I/O.
+func fib(n int) int {
+	if n < 2 {
+		return n
+	}
+	return fib(n-1) + fib(n-2)
+}
+
+const (
+	scalingFibN  = 24 // about 0.1-0.2 ms per job
+	scalingBatch = 64 // jobs per benchmark operation
+)
+
+// baseline remembers the time per operation of one worker, per variant, so
+// the runs with more workers report their speedup against a figure taken
+// in the same benchmark run.
+var baseline sync.Map // variant -> float64 ns/op
+
+// BenchmarkScaling runs the same batch of fib jobs through a pool of 1 to
+// GOMAXPROCS workers and reports the speedup over one worker.
+func BenchmarkScaling(b *testing.B) {
+	for w := 1; w <= runtime.GOMAXPROCS(0); w++ {
+		b.Run(fmt.Sprintf("pool/workers=%d", w), func(b *testing.B) {
+			p := pool.New(w)
+			defer p.Close()
+			batch := func() {
+				for j := 0; j < scalingBatch; j++ {
+					p.Go(func() { sink.Add(int64(fib(scalingFibN))) })
+				}
+				p.Wait()
+			}
+			reportScaling(b, "pool", w, batch)
+		})
+	}
+}
+
+// reportScaling times batch b.N times and reports jobs/s and, for more
+// than one worker, the speedup over the one-worker run of the same variant.
+func reportScaling(b *testing.B, variant string, workers int, batch func()) {
+	batch() // warm up: start the workers
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		batch()
+	}
+	b.StopTimer()
+	nsPerOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	b.ReportMetric(scalingBatch*1e9/nsPerOp, "jobs/s")
+	if workers == 1 {
+		baseline.Store(variant, nsPerOp)
+		b.ReportMetric(1, "speedup")
+		return
+	}
+	base, ok := baseline.Load(variant)
+	if !ok {
+		// A -bench filter skipped the workers=1 run: no honest baseline.
+		b.Logf("no workers=1 run of %s in this run: run the whole BenchmarkScaling for a speedup", variant)
+		return
+	}
+	b.ReportMetric(base.(float64)/nsPerOp, "speedup")
+}

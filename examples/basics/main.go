@@ -1,0 +1,167 @@
+// Command basics is the first lesson of corework: goroutines for I/O, all
+// cores for CPU-bound work, and what one core (GOMAXPROCS=1) would cost.
+//
+//	go run ./examples/basics          # about 6 s + 2 s of I/O, then the CPU part
+//	go run ./examples/basics -quick   # the same lesson in well under a second
+//
+// Every time it prints was measured while it ran.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/corework/corework/pool"
+)
+
+type config struct {
+	ioTasks  int           // number of simulated I/O tasks
+	ioDelay  time.Duration // how long each I/O task waits
+	cpuTasks int           // number of CPU-bound tasks
+	fibN     int           // size of each CPU-bound task
+}
+
+func main() {
+	quick := flag.Bool("quick", false, "shrink the lesson so it finishes in well under a second")
+	flag.Parse()
+	cfg := config{ioTasks: 3, ioDelay: 2 * time.Second, cpuTasks: 4 * runtime.GOMAXPROCS(0), fibN: 32}
+	if *quick {
+		cfg = config{ioTasks: 3, ioDelay: 50 * time.Millisecond, cpuTasks: 4 * runtime.GOMAXPROCS(0), fibN: 27}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if _, err := run(ctx, os.Stdout, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "basics:", err)
+		os.Exit(1)
+	}
+}
+
+// results holds what run measured.
+type results struct {
+	ioSequential, ioConcurrent         time.Duration
+	cpuSequential, cpuPool, cpuOneCore time.Duration
+	checksum                           int // sum of the sequential results, so the work is not optimized away
+}
+
+// logger prints lines with a timestamp and the worker's name, safe for use
+// from many goroutines.
+type logger struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *logger) printf(worker, format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "[%s] [%s] %s\n", time.Now().Format("15:04:05.000"), worker, fmt.Sprintf(format, args...))
+}
+
+// ioTask stands for a network call or a disk read: it waits without using
+// a CPU, and gives up when ctx ends.
+func ioTask(ctx context.Context, l *logger, worker string, id int, d time.Duration) error {
+	l.printf(worker, "start I/O task-%d", id)
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	l.printf(worker, "done  I/O task-%d", id)
+	return nil
+}
+
+func fib(n int) int {
+	if n < 2 {
+		return n
+	}
+	return fib(n-1) + fib(n-2)
+}
+
+func run(ctx context.Context, w io.Writer, cfg config) (results, error) {
+	var r results
+	l := &logger{w: w}
+	cores := runtime.GOMAXPROCS(0)
+
+	fmt.Fprintf(w, "== Lesson 1: I/O-bound work. %d tasks that each wait %v.\n", cfg.ioTasks, cfg.ioDelay)
+	start := time.Now()
+	for i := 1; i <= cfg.ioTasks; i++ {
+		if err := ioTask(ctx, l, "main", i, cfg.ioDelay); err != nil {
+			return r, err
+		}
+	}
+	r.ioSequential = time.Since(start)
+
+	p := pool.New(cfg.ioTasks)
+	defer p.Close()
+	g := p.Group(ctx)
+	start = time.Now()
+	for i := 1; i <= cfg.ioTasks; i++ {
+		g.Go(func(ctx context.Context) error {
+			return ioTask(ctx, l, fmt.Sprintf("worker-%d", i), i, cfg.ioDelay)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return r, err
+	}
+	r.ioConcurrent = time.Since(start)
+	fmt.Fprintf(w, "sequential: %v   concurrent on a pool: %v   (%.1fx faster: the waits overlap)\n\n",
+		r.ioSequential.Round(time.Millisecond), r.ioConcurrent.Round(time.Millisecond),
+		float64(r.ioSequential)/float64(r.ioConcurrent))
+
+	fmt.Fprintf(w, "== Lesson 2: CPU-bound work. %d tasks of fib(%d) on %d cores.\n", cfg.cpuTasks, cfg.fibN, cores)
+	start = time.Now()
+	total := 0
+	for i := 0; i < cfg.cpuTasks; i++ {
+		if ctx.Err() != nil {
+			return r, ctx.Err()
+		}
+		total += fib(cfg.fibN)
+	}
+	r.cpuSequential = time.Since(start)
+	r.checksum = total
+
+	var err error
+	if r.cpuPool, err = cpuOnPool(ctx, cores, cfg); err != nil {
+		return r, err
+	}
+
+	// GOMAXPROCS=1 is Go's version of a global interpreter lock: however
+	// many goroutines there are, one core runs them.
+	old := runtime.GOMAXPROCS(1)
+	r.cpuOneCore, err = cpuOnPool(ctx, cores, cfg)
+	runtime.GOMAXPROCS(old)
+	if err != nil {
+		return r, err
+	}
+	fmt.Fprintf(w, "sequential:                     %v\n", r.cpuSequential.Round(100*time.Microsecond))
+	fmt.Fprintf(w, "pool of %d workers:              %v   (speedup %.2fx)\n", cores, r.cpuPool.Round(100*time.Microsecond),
+		float64(r.cpuSequential)/float64(r.cpuPool))
+	fmt.Fprintf(w, "pool of %d workers, GOMAXPROCS=1: %v   (speedup %.2fx: goroutines alone do not add cores)\n", cores,
+		r.cpuOneCore.Round(100*time.Microsecond), float64(r.cpuSequential)/float64(r.cpuOneCore))
+	return r, nil
+}
+
+// cpuOnPool runs the CPU-bound tasks on a pool of the given size and
+// returns how long they took.
+func cpuOnPool(ctx context.Context, workers int, cfg config) (time.Duration, error) {
+	p := pool.New(workers)
+	defer p.Close()
+	start := time.Now()
+	g := p.Group(ctx)
+	for i := 0; i < cfg.cpuTasks; i++ {
+		g.Go(func(ctx context.Context) error {
+			if fib(cfg.fibN) < 0 {
+				return fmt.Errorf("fib(%d) overflowed", cfg.fibN)
+			}
+			return ctx.Err()
+		})
+	}
+	err := g.Wait()
+	return time.Since(start), err
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestQuick(t *testing.T) {
+	var out bytes.Buffer
+	cfg := config{ioTasks: 3, ioDelay: 30 * time.Millisecond, cpuTasks: 4, fibN: 18}
+	r, err := run(context.Background(), &out, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three 30ms waits one after another take 90ms or more; run on a pool
+	// they overlap.
+	if r.ioSequential < 90*time.Millisecond || r.ioConcurrent >= r.ioSequential {
+		t.Errorf("I/O: sequential %v, concurrent %v", r.ioSequential, r.ioConcurrent)
+	}
+	if r.cpuSequential <= 0 || r.cpuPool <= 0 || r.cpuOneCore <= 0 {
+		t.Errorf("CPU timings not measured: %+v", r)
+	}
+	text := out.String()
+	line := regexp.MustCompile(`(?m)^\[\d\d:\d\d:\d\d\.\d{3}\] \[worker-\d\] start I/O task-\d$`)
+	if !line.MatchString(text) {
+		t.Errorf("no timestamped worker line in:\n%s", text)
+	}
+	for _, want := range []string{"sequential:", "speedup", "GOMAXPROCS=1"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out bytes.Buffer
+	if _, err := run(ctx, &out, config{ioTasks: 2, ioDelay: time.Hour, cpuTasks: 1, fibN: 10}); err == nil {
+		t.Fatal("run on a canceled context returned no error")
+	}
+}
