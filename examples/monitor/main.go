@@ -1,0 +1,154 @@
+// Command monitor shows what the machine's cores are doing, three ways.
+//
+//	go run ./examples/monitor                   # print one snapshot and exit
+//	go run ./examples/monitor monitor           # redraw every -interval until Ctrl-C
+//	go run ./examples/monitor prometheus        # serve /metrics on -addr (:8000) until Ctrl-C
+//
+// Flags (after the subcommand): -interval (1s), -addr (:8000), -pids
+// (comma-separated PIDs to watch beside this process), -threads (a row per
+// thread, Linux only). prometheus.yml and grafana/ beside this file scrape
+// and chart the prometheus subcommand.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/corework/corework/monitor"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "monitor:", err)
+		os.Exit(1)
+	}
+}
+
+// run carries out one subcommand until it is done or ctx is cancelled; a
+// cancellation is a clean exit and returns nil.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("monitor "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	interval := fs.Duration("interval", time.Second, "sampling interval")
+	addr := fs.String("addr", ":8000", "listen address of the prometheus subcommand")
+	pidList := fs.String("pids", "", "comma-separated PIDs to watch beside this process")
+	threads := fs.Bool("threads", false, "show a row per thread (Linux only)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *interval <= 0 {
+		return errors.New("-interval must be positive")
+	}
+	// A window of half the interval: ticks jitter, and a Sample that came a
+	// little early must still close a window rather than repeat the last.
+	opts := []monitor.Option{monitor.WithMinWindow(*interval / 2)}
+	if *pidList != "" {
+		for f := range strings.SplitSeq(*pidList, ",") {
+			pid, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || pid <= 0 {
+				return fmt.Errorf("-pids: bad PID %q", f)
+			}
+			opts = append(opts, monitor.WithPIDs(pid))
+		}
+	}
+	if *threads {
+		opts = append(opts, monitor.WithThreads())
+	}
+	s, err := monitor.NewSampler(opts...)
+	if err != nil {
+		return err
+	}
+
+	switch cmd {
+	case "":
+		snap, err := s.Sample(ctx)
+		if snap.Time.IsZero() {
+			return ignoreCancel(err)
+		}
+		if err := monitor.Render(stdout, snap); err != nil {
+			return err
+		}
+		return err
+	case "monitor":
+		return ignoreCancel(monitor.Watch(ctx, stdout, s, *interval))
+	case "prometheus":
+		return serve(ctx, s, *addr, stdout)
+	default:
+		return fmt.Errorf("unknown subcommand %q (want none, monitor or prometheus)", cmd)
+	}
+}
+
+// serve serves /metrics on addr until ctx is cancelled, then shuts the
+// server down, waiting up to five seconds for scrapes in flight.
+func serve(ctx context.Context, s *monitor.Sampler, addr string, stdout io.Writer) error {
+	reg, err := newRegistry(s)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", monitor.Handler(reg))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintln(w, "corework monitor: metrics at /metrics")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	fmt.Fprintf(stdout, "serving http://%s/metrics (Ctrl-C to stop)\n", ln.Addr())
+
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done: // Serve failed on its own
+		return err
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutCtx)
+	if serr := <-done; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// newRegistry returns the registry the prometheus subcommand serves. A
+// program with goroutine pools adds a monitor.PoolCollector per pool here.
+func newRegistry(s *monitor.Sampler, cs ...prometheus.Collector) (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	return reg, monitor.Register(reg, s, cs...)
+}
+
+// ignoreCancel turns the cancellation by Ctrl-C into a clean exit.
+func ignoreCancel(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

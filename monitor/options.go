@@ -1,0 +1,62 @@
+package monitor
+
+import "time"
+
+// DefaultMinWindow is the shortest span the usage ratios of a [Sampler]
+// cover unless [WithMinWindow] says otherwise. The kernel counts CPU time in
+// ticks of usually 10 ms, so a 200 ms window gives a resolution of 5% per
+// core.
+const DefaultMinWindow = 200 * time.Millisecond
+
+// Option configures a [Sampler].
+type Option func(*options)
+
+type options struct {
+	minWindow time.Duration
+	noSelf    bool
+	pids      []int
+	sources   []func() []int
+	threads   bool
+}
+
+// WithMinWindow sets the shortest span the usage ratios cover. A Sample
+// taken sooner than d after the previous window closed repeats that
+// window's ratios (memory, load and cumulative times are always fresh), and
+// the first Sample waits until d has passed since NewSampler. Zero makes
+// every Sample measure since the previous one, however short; negative
+// values count as zero.
+func WithMinWindow(d time.Duration) Option {
+	return func(o *options) { o.minWindow = max(d, 0) }
+}
+
+// WithPIDs adds rows for the given processes. A process that does not
+// exist, or exits, is left out of the snapshot without an error.
+func WithPIDs(pids ...int) Option {
+	return func(o *options) { o.pids = append(o.pids, pids...) }
+}
+
+// WithProcesses adds a source of PIDs, called at every Sample: the way to
+// follow worker processes that come and go, such as a process pool's
+// workers. The function must be safe to call from any goroutine and must not
+// block. PIDs are deduplicated across sources.
+func WithProcesses(pids func() []int) Option {
+	return func(o *options) {
+		if pids != nil {
+			o.sources = append(o.sources, pids)
+		}
+	}
+}
+
+// WithoutSelf leaves the current process out of the rows; by default it is
+// the first row.
+func WithoutSelf() Option {
+	return func(o *options) { o.noSelf = true }
+}
+
+// WithThreads adds a row per thread to each process row: its CPU usage and
+// the CPU it last ran on, which is what shows a pinned thread staying on its
+// core. It costs two small file reads per thread per Sample. Only Linux
+// has it: elsewhere NewSampler returns an error wrapping [ErrUnsupported].
+func WithThreads() Option {
+	return func(o *options) { o.threads = true }
+}
