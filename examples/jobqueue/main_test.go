@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// TestQuickRun runs the example's quick configuration and checks that every
+// job is accounted for, that the failures are the ones the example plants,
+// and that priorities were honoured.
+func TestQuickRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	o := quickOptions()
+	sum, err := run(ctx, &out, o)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	want := o.Images + o.Reports + o.Emails
+	if sum.Submitted != want || sum.Succeeded+sum.Failed != want {
+		t.Fatalf("submitted %d, succeeded %d, failed %d; want %d jobs accounted for", sum.Submitted, sum.Succeeded, sum.Failed, want)
+	}
+	// Two planted failures: an invalid address (permanent) and a template
+	// that panics on every attempt.
+	if sum.Failed != 2 || sum.Stats.Types["email"].Failed != 2 {
+		t.Fatalf("failed %d (email %d), want the 2 planted e-mail failures\n%s", sum.Failed, sum.Stats.Types["email"].Failed, out.String())
+	}
+	if sum.Stats.Retried == 0 {
+		t.Fatal("no retries, want the busy-server e-mails retried")
+	}
+	s := out.String()
+	for _, frag := range []string{"invalid recipient", "handler panic", ".render(", "goroutine",
+		"retry  email", "ok     thumbnail", "ok     report", "report    low", "priority", "wait p50"} {
+		if !strings.Contains(s, frag) {
+			t.Errorf("output lacks %q", frag)
+		}
+	}
+	// All jobs were queued before the workers started, so the first start
+	// of a higher level cannot come after the median start of a lower one.
+	p := sum.Stats.Priorities
+	if p[9].Wait.P50 > p[6].Wait.P50 || p[6].Wait.P50 > p[3].Wait.P50 || p[3].Wait.P50 > p[0].Wait.P50 {
+		t.Errorf("median waits not ordered by priority: critical %v high %v normal %v low %v",
+			p[9].Wait.P50, p[6].Wait.P50, p[3].Wait.P50, p[0].Wait.P50)
+	}
+	if t.Failed() {
+		t.Log(s)
+	}
+}

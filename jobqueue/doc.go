@@ -1,0 +1,72 @@
+// Package jobqueue is a priority job queue: callers submit jobs, a fixed
+// set of worker goroutines runs them by priority through typed handlers,
+// with retries, timeouts, cancellation, progress reports and events.
+//
+//	q, err := jobqueue.New(jobqueue.Config{})
+//	if err != nil { ... }
+//	jobqueue.HandleFunc(q, "fibonacci", func(ctx context.Context, n int) (int, error) {
+//		a, b := 0, 1
+//		for range n {
+//			a, b = b, a+b
+//		}
+//		return a, nil
+//	})
+//	q.Start()
+//	defer q.Shutdown(context.Background())
+//
+//	id, err := q.Submit(ctx, jobqueue.JobRequest{Type: "fibonacci", Payload: []byte("30"), Priority: jobqueue.High})
+//	info, err := q.Wait(ctx, id) // info.Result is 832040
+//
+// # Priorities and starvation
+//
+// Levels go from 0 (Low) to 9 (Critical). Dispatch is strict: a worker
+// takes the oldest job of the highest non-empty level, so with one worker
+// jobs run exactly in priority order, FIFO within a level. Under a steady
+// flood of high jobs, strict priority starves the low ones forever; setting
+// Config.AgingInterval bounds that wait by ranking a job one level higher per
+// interval waited, at the cost of letting aged jobs pass fresh higher ones.
+//
+// # Failures
+//
+// A handler error fails the attempt; the job is retried with exponential
+// backoff and jitter until it has run MaxAttempts times, unless the error
+// is marked with Permanent. A payload that does not decode into a typed
+// handler's input fails at once (ErrBadPayload). A panicking handler is
+// recovered on its worker: the attempt fails with a *PanicError carrying the
+// panic value and stack (also stored in JobInfo.LastError), and the worker
+// goes on. Nothing a handler does crashes the Queue.
+//
+// # Timeouts and cancellation
+//
+// A job's Timeout and Queue.Cancel act through the handler's context. A
+// handler that ignores its context cannot be stopped: it keeps its worker
+// until it returns. CPU-bound work that must be killable belongs in a
+// worker process (package procpool), where a timeout kills the process.
+//
+// # Events
+//
+// Subscribe delivers queued, started, progress, retrying and final events
+// for one job, one type or all jobs. A slow subscriber never blocks a
+// worker: non-final events are dropped and counted, final ones are held,
+// and a subscriber too far behind is ended with ErrSlowSubscriber. Wait
+// blocks for one job's final state. Job, JobInfo, Event and Stats encode to
+// JSON as they are.
+//
+// # Backends
+//
+// Jobs live in a Backend: in memory by default (NewMemoryBackend), or in a
+// shared, durable store whose leases give at-least-once delivery. Handlers
+// and callers do not change with the backend. Memory stays bounded:
+// Config.Capacity bounds the active jobs and Config.Retention the finished
+// ones kept for inspection.
+//
+// # Goroutines
+//
+// A Queue runs Config.Workers worker goroutines from Start to Shutdown, the
+// memory backend one scheduler goroutine, a Subscription one goroutine only
+// while it holds overflowed final events, and a lease keeper for backends
+// whose leases expire. The Queue makes no goroutine, timer or channel per
+// job: a job costs a few small allocations (its ID, Job, record and handler
+// context); Wait adds one channel per call, and a handler that calls
+// ctx.Done() one per attempt. Shutdown waits for every goroutine.
+package jobqueue

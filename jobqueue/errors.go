@@ -1,0 +1,126 @@
+package jobqueue
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"slices"
+)
+
+// Sentinel errors. Errors returned by this package wrap them with %w; match
+// them with errors.Is.
+var (
+	// ErrClosed is returned by Submit after Shutdown has begun, and is the
+	// cause of jobs canceled by Shutdown.
+	ErrClosed = errors.New("jobqueue: queue closed")
+	// ErrQueueFull is returned by Submit when Config.Capacity active jobs
+	// exist and Config.BlockOnFull is false.
+	ErrQueueFull = errors.New("jobqueue: queue full")
+	// ErrNotFound is returned for an unknown job ID, or one whose record
+	// retention has dropped.
+	ErrNotFound = errors.New("jobqueue: job not found")
+	// ErrFinished is returned by Cancel for a job already in a final state.
+	ErrFinished = errors.New("jobqueue: job already finished")
+	// ErrNoHandler is returned by Submit, and fails a fetched job, when no
+	// handler is registered for the job's type.
+	ErrNoHandler = errors.New("jobqueue: no handler for job type")
+	// ErrBadPayload fails a job whose payload does not decode into the
+	// typed handler's input; such jobs are not retried.
+	ErrBadPayload = errors.New("jobqueue: bad payload")
+	// ErrInvalidJob is returned by Submit for a request it refuses (empty
+	// type, priority out of range, payload not JSON or too large).
+	ErrInvalidJob = errors.New("jobqueue: invalid job")
+	// ErrCanceled is the cause of a job canceled by Cancel.
+	ErrCanceled = errors.New("jobqueue: job canceled")
+	// ErrFailed matches a *JobError for a job that ended in StateFailed.
+	ErrFailed = errors.New("jobqueue: job failed")
+	// ErrSlowSubscriber ends a Subscription whose reader fell so far behind
+	// that final events would have to be dropped.
+	ErrSlowSubscriber = errors.New("jobqueue: subscriber too slow")
+	// ErrNotInJob is returned by Progress when ctx is not a handler's context.
+	ErrNotInJob = errors.New("jobqueue: context is not a job's context")
+)
+
+// PanicError is the error of an attempt whose handler panicked. The panic is
+// recovered on the worker, the attempt counts as failed (and is retried like
+// any other failure), and the worker goes on with the next job.
+type PanicError struct {
+	Value any    // the value passed to panic
+	Stack []byte // the panicking goroutine's stack, from runtime/debug.Stack
+}
+
+// newPanicError captures the stack in the deferred recover. The frames of
+// the recovery itself (debug.Stack, this function, the deferred function and
+// panic) are cut, so the stack starts at the goroutine header followed by
+// the frame that panicked.
+func newPanicError(v any) *PanicError {
+	stack := debug.Stack()
+	header, _, _ := bytes.Cut(stack, []byte("\n"))
+	if i := bytes.Index(stack, []byte("\npanic(")); i >= 0 {
+		rest := stack[i+1:]
+		for range 2 { // the panic frame's function line and file line
+			if _, after, ok := bytes.Cut(rest, []byte("\n")); ok {
+				rest = after
+			}
+		}
+		stack = slices.Concat(header, []byte("\n"), rest)
+	}
+	return &PanicError{Value: v, Stack: stack}
+}
+
+// Error returns the panic value followed by the stack, so the stored
+// LastError of the job carries both.
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("jobqueue: handler panic: %v\n\n%s", e.Value, e.Stack)
+}
+
+// Unwrap returns the panic value if it is an error, so errors.Is and
+// errors.As see through the panic.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+type permanentError struct{ err error }
+
+// Error returns the marked error's message.
+func (e *permanentError) Error() string { return e.err.Error() }
+
+// Unwrap returns the marked error.
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err so that the job fails at once without further retries.
+// Permanent(nil) returns nil. The returned error's message is err's.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked by
+// Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// JobError is returned by Wait for a job that ended in StateFailed or
+// StateCanceled. It matches ErrFailed or ErrCanceled with errors.Is.
+type JobError struct {
+	ID      string // the job's ID
+	State   State  // StateFailed or StateCanceled
+	Message string // the job's LastError
+}
+
+// Error returns the job's ID, state and last error.
+func (e *JobError) Error() string {
+	return fmt.Sprintf("jobqueue: job %s %s: %s", e.ID, e.State, e.Message)
+}
+
+// Is matches ErrFailed for a failed job and ErrCanceled for a canceled one.
+func (e *JobError) Is(target error) bool {
+	return (target == ErrFailed && e.State == StateFailed) ||
+		(target == ErrCanceled && e.State == StateCanceled)
+}

@@ -1,0 +1,163 @@
+package jobqueue_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/corework/corework/jobqueue"
+)
+
+func fib(n int) int {
+	a, b := 0, 1
+	for range n {
+		a, b = b, a+b
+	}
+	return a
+}
+
+// A typed handler, one job, and its result.
+func Example() {
+	q, err := jobqueue.New(jobqueue.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer q.Shutdown(context.Background())
+	jobqueue.HandleFunc(q, "fibonacci", func(ctx context.Context, n int) (int, error) {
+		return fib(n), nil
+	})
+	q.Start()
+
+	ctx := context.Background()
+	id, err := q.Submit(ctx, jobqueue.JobRequest{Type: "fibonacci", Payload: []byte("30"), Priority: jobqueue.High})
+	if err != nil {
+		panic(err)
+	}
+	info, err := q.Wait(ctx, id)
+	fmt.Println(info.State, string(info.Result), err)
+	// Output: succeeded 832040 <nil>
+}
+
+// With one worker, jobs run by priority, FIFO within a level.
+func Example_priorities() {
+	q, _ := jobqueue.New(jobqueue.Config{Workers: 1})
+	defer q.Shutdown(context.Background())
+	jobqueue.HandleFunc(q, "print", func(ctx context.Context, s string) (any, error) {
+		fmt.Println(s)
+		return nil, nil
+	})
+	ctx := context.Background()
+	var last string
+	for _, j := range []struct {
+		name string
+		p    jobqueue.Priority
+	}{{"low 1", jobqueue.Low}, {"critical", jobqueue.Critical}, {"normal", jobqueue.Normal}, {"low 2", jobqueue.Low}, {"high", jobqueue.High}} {
+		payload, _ := json.Marshal(j.name)
+		last, _ = q.Submit(ctx, jobqueue.JobRequest{Type: "print", Payload: payload, Priority: j.p})
+	}
+	q.Start() // the jobs were queued before the worker started
+	q.Wait(ctx, last)
+	// Output:
+	// critical
+	// high
+	// normal
+	// low 1
+	// low 2
+}
+
+// Progress reports and the job's events, seen by a subscriber.
+func ExampleQueue_Subscribe() {
+	q, _ := jobqueue.New(jobqueue.Config{})
+	defer q.Shutdown(context.Background())
+	jobqueue.HandleFunc(q, "resize", func(ctx context.Context, files []string) (int, error) {
+		for i := range files {
+			jobqueue.Progress(ctx, float64(100*(i+1)/len(files)), "resized "+files[i])
+		}
+		return len(files), nil
+	})
+	q.Start()
+	sub := q.Subscribe(jobqueue.EventFilter{Type: "resize"})
+	defer sub.Close()
+
+	q.Submit(context.Background(), jobqueue.JobRequest{Type: "resize", Payload: []byte(`["a.png","b.png"]`)})
+	for ev := range sub.Events() {
+		fmt.Printf("%s %g%% %q result=%s\n", ev.Kind, ev.Progress, ev.Message, ev.Result)
+		if ev.Kind.Final() {
+			break
+		}
+	}
+	// Output:
+	// queued 0% "" result=
+	// started 0% "" result=
+	// progress 50% "resized a.png" result=
+	// progress 100% "resized b.png" result=
+	// succeeded 0% "" result=2
+}
+
+// A failing job is retried with backoff until MaxAttempts; Permanent stops
+// the retries at once.
+func ExamplePermanent() {
+	q, _ := jobqueue.New(jobqueue.Config{RetryDelay: time.Millisecond})
+	defer q.Shutdown(context.Background())
+	q.Handle("send", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
+		if string(job.Payload) == `"bad address"` {
+			return nil, jobqueue.Permanent(errors.New("invalid recipient"))
+		}
+		return nil, errors.New("server busy")
+	}))
+	q.Start()
+	ctx := context.Background()
+	for _, to := range []string{`"busy server"`, `"bad address"`} {
+		id, _ := q.Submit(ctx, jobqueue.JobRequest{Type: "send", Payload: []byte(to), MaxAttempts: 3})
+		info, err := q.Wait(ctx, id)
+		fmt.Printf("%s: %s after %d attempts, %v\n", to, info.State, info.Attempts, errors.Is(err, jobqueue.ErrFailed))
+	}
+	// Output:
+	// "busy server": failed after 3 attempts, true
+	// "bad address": failed after 1 attempts, true
+}
+
+// A payload that does not decode into the handler's input fails at once.
+func ExampleHandleFunc() {
+	q, _ := jobqueue.New(jobqueue.Config{})
+	defer q.Shutdown(context.Background())
+	type report struct {
+		Year  int    `json:"year"`
+		Title string `json:"title"`
+	}
+	jobqueue.HandleFunc(q, "report", func(ctx context.Context, r report) (string, error) {
+		return fmt.Sprintf("%s %d", r.Title, r.Year), nil
+	})
+	q.Start()
+	ctx := context.Background()
+	for _, p := range []string{`{"year":2025,"title":"Sales"}`, `{"year":"last"}`} {
+		id, _ := q.Submit(ctx, jobqueue.JobRequest{Type: "report", Payload: []byte(p)})
+		info, err := q.Wait(ctx, id)
+		fmt.Printf("%s result=%s attempts=%d failed=%v\n", info.State, info.Result, info.Attempts, errors.Is(err, jobqueue.ErrFailed))
+	}
+	// Output:
+	// succeeded result="Sales 2025" attempts=1 failed=false
+	// failed result= attempts=1 failed=true
+}
+
+// Cancel stops a running job through its context.
+func ExampleQueue_Cancel() {
+	q, _ := jobqueue.New(jobqueue.Config{})
+	defer q.Shutdown(context.Background())
+	started := make(chan struct{})
+	q.Handle("long", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	q.Start()
+	ctx := context.Background()
+	id, _ := q.Submit(ctx, jobqueue.JobRequest{Type: "long"})
+	<-started
+	q.Cancel(ctx, id)
+	info, err := q.Wait(ctx, id)
+	fmt.Println(info.State, errors.Is(err, jobqueue.ErrCanceled))
+	// Output: canceled true
+}

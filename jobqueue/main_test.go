@@ -1,0 +1,14 @@
+package jobqueue_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/corework/corework/procpool"
+)
+
+func TestMain(m *testing.M) {
+	procpool.Main() // the procpool adapter's tests start worker processes of this binary
+	goleak.VerifyTestMain(m)
+}

@@ -1,0 +1,223 @@
+package jobqueue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// worker is one of the Queue's fixed worker goroutines. It fetches one job
+// at a time, so a worker never holds a low job while a higher one waits.
+// Its counters and histograms are written by it alone and read by Stats.
+type worker struct {
+	q     *Queue
+	cur   atomic.Pointer[jobCtx] // the running job's context, nil when idle
+	timer *time.Timer            // enforces the running job's deadline
+	buf   [1]Lease
+
+	counters
+	rate rate
+	wait histogram
+	run  histogram
+}
+
+func (w *worker) loop() {
+	q := w.q
+	defer q.workerExited()
+	w.timer = time.AfterFunc(time.Hour, w.onTimer)
+	w.timer.Stop()
+	defer w.timer.Stop()
+	for {
+		if q.fetchCtx.Err() != nil && (q.cfg.ShutdownPolicy == LeavePending || q.hardStop.Load()) {
+			return
+		}
+		leases, err := q.backend.Fetch(q.fetchCtx, w.buf[:0], 1)
+		for i, l := range leases {
+			w.runJob(l)
+			w.buf[i] = nil
+		}
+		if err == nil {
+			continue
+		}
+		if q.fetchCtx.Err() != nil {
+			if len(leases) == 0 {
+				return // stopping, and nothing left to drain
+			}
+			continue
+		}
+		if errors.Is(err, ErrClosed) {
+			return
+		}
+		// A transient backend error: wait a little before fetching again.
+		q.reportError(nil, 0, fmt.Errorf("jobqueue: fetch: %w", err))
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-q.fetchCtx.Done():
+		}
+	}
+}
+
+// onTimer runs on the timer's goroutine: it times out the running job if
+// its deadline has passed (a late firing for a previous job is ignored).
+func (w *worker) onTimer() {
+	c := w.cur.Load()
+	if c != nil && !c.deadline.IsZero() && !clockNow().Before(c.deadline) {
+		c.cancel(context.DeadlineExceeded)
+	}
+}
+
+// runJob runs one leased job to the end of its attempt.
+func (w *worker) runJob(l Lease) {
+	q := w.q
+	job := l.Job()
+	attempt := l.Attempt()
+	e := q.entry(job.Type)
+	start := clockNow()
+	if attempt == 1 {
+		ready := job.SubmittedAt
+		if job.RunAt.After(ready) {
+			ready = job.RunAt
+		}
+		d := start.Sub(ready)
+		w.wait.record(d)
+		q.levelWait[job.Priority].record(d)
+	}
+	if e == nil {
+		err := fmt.Errorf("%w %q", ErrNoHandler, job.Type)
+		q.reportError(job, attempt, err)
+		w.end(l, nil, start, EventFailed, StateFailed, nil, err, 0)
+		return
+	}
+
+	c := &jobCtx{w: w, lease: l, job: job, attempt: attempt}
+	if job.Timeout > 0 {
+		c.deadline = start.Add(job.Timeout)
+		w.timer.Reset(job.Timeout)
+	}
+	w.cur.Store(c)
+	if q.npending.Load() > 0 {
+		q.claimCancel(c)
+	}
+	if q.hardStop.Load() {
+		c.cancel(ErrClosed)
+	}
+	if q.listening(false) {
+		q.publish(&Event{Kind: EventStarted, JobID: job.ID, Type: job.Type, Priority: job.Priority,
+			State: StateRunning, Attempt: attempt, Time: start})
+	}
+
+	res, err := call(e.h, c, job)
+
+	w.cur.Store(nil)
+	if job.Timeout > 0 {
+		w.timer.Stop()
+	}
+	if q.npending.Load() > 0 {
+		q.dropCancel(job.ID)
+	}
+	cause := c.causeErr()
+	if err == nil && cause == nil {
+		w.end(l, e, start, EventSucceeded, StateSucceeded, res, nil, 0)
+		return
+	}
+	switch cause {
+	case ErrCanceled:
+		w.end(l, e, start, EventCanceled, StateCanceled, nil, ErrCanceled, 0)
+		return
+	case ErrClosed:
+		if err == nil {
+			w.end(l, e, start, EventSucceeded, StateSucceeded, res, nil, 0)
+			return
+		}
+		// Interrupted by Shutdown: back to pending for a later run.
+		q.interrupted.Add(1)
+		w.end(l, e, start, 0, StatePending, nil, fmt.Errorf("jobqueue: interrupted by shutdown: %w", err), 0)
+		return
+	case context.DeadlineExceeded:
+		if err == nil {
+			err = context.DeadlineExceeded
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (%w)", err, context.DeadlineExceeded)
+		}
+		err = fmt.Errorf("jobqueue: timed out after %v: %w", job.Timeout, err)
+	}
+	q.reportError(job, attempt, err)
+	if IsPermanent(err) || attempt >= job.MaxAttempts {
+		w.end(l, e, start, EventFailed, StateFailed, nil, err, 0)
+		return
+	}
+	w.end(l, e, start, EventRetrying, StateRetrying, nil, err, q.backoff(attempt, err))
+}
+
+// call runs the handler, turning a panic into a *PanicError.
+func call(h Handler, ctx context.Context, job *Job) (res json.RawMessage, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			res, err = nil, newPanicError(v)
+		}
+	}()
+	return h.ProcessJob(ctx, job)
+}
+
+// end counts the outcome, settles the lease and publishes the event. The
+// counters move before the lease is settled, so Stats read after Wait
+// returns include the job. kind 0 with StatePending returns the job to the
+// backend (shutdown).
+func (w *worker) end(l Lease, e *entry, start time.Time, kind EventKind, st State, res json.RawMessage, err error, delay time.Duration) {
+	q := w.q
+	job := l.Job()
+	now := clockNow()
+	if e != nil {
+		d := now.Sub(start)
+		w.run.record(d)
+		e.run.record(d)
+	}
+	if kind != 0 {
+		q.count(w, e, job, kind)
+	}
+	if kind.Final() {
+		w.rate.tick(now)
+	}
+	ctx := context.Background()
+	var berr error
+	ev := Event{Kind: kind, JobID: job.ID, Type: job.Type, Priority: job.Priority, State: st, Attempt: l.Attempt(), Time: now}
+	if err != nil {
+		ev.Error = err.Error()
+	}
+	switch st {
+	case StateSucceeded:
+		berr = l.Ack(ctx, res)
+		ev.Result = res
+	case StateRetrying:
+		// Published before Nack so it precedes the next attempt's events.
+		ev.NextRunAt = now.Add(delay)
+		if q.listening(false) {
+			q.publish(&ev)
+		}
+		berr = l.Nack(ctx, delay, err)
+	case StatePending:
+		berr = l.Nack(ctx, 0, err)
+	default:
+		berr = l.Term(ctx, st, err)
+	}
+	if errors.Is(berr, ErrCanceled) {
+		// Cancel reached the backend before the lease was settled.
+		if kind == EventSucceeded {
+			q.uncount(w, e, job, kind)
+		}
+		q.count(w, e, job, EventCanceled)
+		if !kind.Final() {
+			w.rate.tick(now)
+		}
+		kind, ev.Kind, ev.State, ev.Result, ev.Error, ev.NextRunAt = EventCanceled, EventCanceled, StateCanceled, nil, ErrCanceled.Error(), time.Time{}
+	} else if berr != nil {
+		q.reportError(job, l.Attempt(), fmt.Errorf("jobqueue: settling job %s as %s: %w", job.ID, st, berr))
+	}
+	if kind.Final() && q.listening(true) {
+		q.publish(&ev)
+	}
+}
