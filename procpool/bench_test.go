@@ -1,0 +1,107 @@
+package procpool_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/corework/corework/affinity"
+	"github.com/corework/corework/procpool"
+)
+
+// BenchmarkCall measures one tiny task's round trip on an idle pool.
+func BenchmarkCall(b *testing.B) {
+	p, err := procpool.New(procpool.Workers(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := double.Call(ctx, p, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1e3/float64(b.N), "us/op")
+}
+
+// BenchmarkMap measures Map over 100k tiny tasks on all CPUs, one request
+// per input (unchunked) and with automatic chunks.
+func BenchmarkMap(b *testing.B) {
+	in := ints(100_000)
+	for _, bc := range []struct {
+		name  string
+		chunk int
+	}{{"unchunked", 1}, {"chunked", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			p, err := procpool.New()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			ctx := context.Background()
+			// Let the pool learn the task's cost (window, chunk size).
+			if _, err := double.Map(ctx, p, in[:10_000], procpool.ChunkSize(bc.chunk)); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := double.Map(ctx, p, in, procpool.ChunkSize(bc.chunk)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*len(in))/b.Elapsed().Seconds(), "jobs/s")
+		})
+	}
+}
+
+func fib(n int) int {
+	if n < 2 {
+		return n
+	}
+	return fib(n-1) + fib(n-2)
+}
+
+var fibTask = procpool.Register("test.fib", func(_ context.Context, n int) (int, error) { return fib(n), nil })
+
+// BenchmarkSpeedup runs the same CPU-bound batch (64 × fib(24), about
+// 0.1-0.2 ms a job, the root BenchmarkScaling's workload) on 1 to N worker
+// processes and reports the speedup over one worker.
+func BenchmarkSpeedup(b *testing.B) {
+	jobs := make([]int, 64)
+	for i := range jobs {
+		jobs[i] = 24
+	}
+	n := 2
+	if set, err := affinity.Allowed(); err == nil {
+		n = len(set)
+	}
+	run := func(b *testing.B, workers int) float64 {
+		p, err := procpool.New(procpool.Workers(workers))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		ctx := context.Background()
+		if _, err := fibTask.Map(ctx, p, jobs[:workers], procpool.ChunkSize(1)); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := fibTask.Map(ctx, p, jobs, procpool.ChunkSize(1)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	}
+	var base float64
+	for w := 1; w <= n; w++ {
+		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) {
+			perOp := run(b, w)
+			if w == 1 {
+				base = perOp
+			}
+			if base > 0 {
+				b.ReportMetric(base/perOp, "speedup")
+			}
+		})
+	}
+}

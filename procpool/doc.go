@@ -1,0 +1,74 @@
+// Package procpool runs typed Go functions in a pool of worker processes,
+// the way Python's multiprocessing.Pool does: for work that must be
+// isolated (a crash, a leak or a non-thread-safe cgo library must not take
+// the service down), killable on timeout, recycled to return memory, or
+// pinned one process per CPU.
+//
+// The program re-executes its own binary as the workers (/proc/self/exe on
+// Linux, os.Executable elsewhere), marked by an environment variable, so
+// Main must be the first call of main, and of TestMain in packages whose
+// tests start a pool. Tasks are registered at package initialization, so
+// the parent and every worker know the same names:
+//
+//	var Fib = procpool.Register("fib", func(ctx context.Context, n int) (int, error) {
+//		return fib(n), nil
+//	})
+//
+//	func main() {
+//		procpool.Main() // in a worker: serve tasks, then exit
+//		p, err := procpool.New() // one worker per allowed CPU
+//		if err != nil {
+//			log.Fatal(err)
+//		}
+//		defer p.Close()
+//		v, err := Fib.Call(ctx, p, 35)                   // one task
+//		vs, err := Fib.Map(ctx, p, []int{30, 31, 32, 33}) // in order, chunked
+//		for r, err := range Fib.Stream(ctx, p, inputs) { // as they finish
+//			...
+//		}
+//	}
+//
+// # Wire
+//
+// Each worker gets two pipes as descriptors 3 (requests) and 4 (replies).
+// Frames carry a length (checked against MaxFrame before anything is
+// allocated), a small binary header (request id, task name, deadline,
+// chunk size) and the input or output as gob, written by one long-lived
+// gob.Encoder per direction, so a type's description crosses once. The
+// parent keeps a window of requests in flight per worker and batches the
+// writes; the worker batches its replies while more requests are buffered.
+// A Call that finds a worker idle writes its request and reads its reply
+// from its own goroutine, with no hand-off to the pool's goroutines. On
+// Linux the parent waits through the netpoller and the worker blocks in
+// read(2). Workers' stdout and stderr never carry the protocol: they are
+// forwarded line by line to Output, each line prefixed with "worker N: ".
+//
+// # Failures
+//
+// A handler's error reaches the caller as a *TaskError (its message), a
+// panic as a *PanicError with the worker's stack; the worker goes on. A
+// worker that dies (os.Exit, a signal, the OOM killer) fails only the
+// requests it had in flight, with a *CrashError that matches
+// ErrWorkerCrashed and carries the exit status and the tail of its stderr,
+// or sends them again under Retry; a new worker takes its slot and every
+// other call goes on. A call whose context ends returns ctx.Err() at once;
+// if its task is running, the worker is killed and replaced (tasks are not
+// asked to stop). A corrupt or oversized frame ends the worker it came from
+// (or, in a worker, the worker itself). In the parent, procpool runs no user
+// code but gob's: a panic in a GobEncode or GobDecode method becomes an
+// ErrEncode or ErrDecode error.
+//
+// Workers die with the parent: on Linux they are started with Pdeathsig
+// SIGKILL from one OS thread that lives as long as the pool, and a worker
+// exits when its request pipe closes. Workers ignore SIGINT, so Ctrl-C in a
+// terminal reaches only the parent, which can shut them down in order.
+// Every worker process is waited for; none is left as a zombie.
+//
+// # Platforms
+//
+// Linux is the first-class target. On other Unix systems there is no
+// Pdeathsig (a worker notices its parent's death when its current task
+// ends) and Pinned fails with affinity.ErrUnsupported. On Windows, where a
+// child cannot inherit extra descriptors, New fails with an error matching
+// errors.ErrUnsupported.
+package procpool

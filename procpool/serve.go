@@ -1,0 +1,334 @@
+package procpool
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/gob"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"reflect"
+	"strconv"
+	"time"
+)
+
+const (
+	envWorker = "COREWORK_PROCPOOL_WORKER" // worker slot; its presence marks a worker
+	envFrame  = "COREWORK_PROCPOOL_FRAME"  // frame size limit
+	envParent = "COREWORK_PROCPOOL_PARENT" // parent PID
+	envPrefix = "COREWORK_PROCPOOL_"
+
+	// Flush a worker's replies before running the next request when the
+	// last handler took longer than flushAfterTask, or when the oldest
+	// unsent reply has waited flushAge.
+	flushAfterTask = 20 * time.Microsecond
+	flushAge       = 200 * time.Microsecond
+	flushBytes     = 256 << 10
+)
+
+// Main makes the program a procpool program. Call it first in main, and in
+// TestMain of any package whose tests start a Pool, before flag parsing or
+// any other work. In the parent it returns at once. In a worker process
+// (the same binary, started by a Pool with a marker in its environment) it
+// runs the WorkerInit hooks, serves tasks until the parent closes its
+// request pipe, and exits the process; it never returns there.
+//
+// A worker ignores SIGINT, so Ctrl-C in a terminal reaches the parent,
+// which shuts the workers down in order. On Linux it also dies with the
+// parent (Pdeathsig) even in the middle of a task.
+func Main() {
+	v, ok := os.LookupEnv(envWorker)
+	if !ok {
+		return
+	}
+	os.Exit(workerMain(v))
+}
+
+func workerMain(slot string) int {
+	frame, parent := os.Getenv(envFrame), os.Getenv(envParent)
+	for _, k := range []string{envWorker, envFrame, envParent} {
+		os.Unsetenv(k)
+	}
+	id, err1 := strconv.Atoi(slot)
+	limit, err2 := strconv.Atoi(frame)
+	ppid, err3 := strconv.Atoi(parent)
+	if err1 != nil || err2 != nil || err3 != nil || limit < minFrameLimit || limit > maxFrameLimit {
+		fmt.Fprintf(os.Stderr, "procpool: worker: bad environment %s=%q %s=%q %s=%q\n",
+			envWorker, slot, envFrame, frame, envParent, parent)
+		return 2
+	}
+	signal.Ignore(os.Interrupt)
+	in, out, err := workerFiles(ppid)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "procpool: worker %d: %v\n", id, err)
+		return 2
+	}
+	tasks, inits := lookupTasks()
+	s := newServer(in, out, limit, tasks)
+	if err := s.start(context.Background(), id, inits); err != nil {
+		fmt.Fprintf(os.Stderr, "procpool: worker %d: %v\n", id, err)
+		return 1
+	}
+	if err := s.serve(context.Background()); err != nil {
+		fmt.Fprintf(os.Stderr, "procpool: worker %d: %v\n", id, err)
+		return 2
+	}
+	return 0
+}
+
+// server is the worker side of the protocol: it reads request frames,
+// runs them one at a time and writes reply frames in batches.
+type server struct {
+	fr    *frameReader
+	w     io.Writer
+	limit int
+	tasks map[string]taskImpl
+
+	src bytes.Reader
+	dec *gob.Decoder
+
+	ob        outBuf
+	enc       *gob.Encoder
+	resetNext bool
+
+	lastDur    time.Duration
+	batchStart time.Time
+}
+
+func newServer(r io.Reader, w io.Writer, limit int, tasks map[string]taskImpl) *server {
+	s := &server{fr: newFrameReader(r, limit), w: w, limit: limit, tasks: tasks}
+	s.dec = gob.NewDecoder(&s.src)
+	s.enc = gob.NewEncoder(&s.ob)
+	return s
+}
+
+// start runs the init hooks and sends hello, or the hook's error.
+func (s *server) start(ctx context.Context, id int, inits []func(context.Context, int) error) error {
+	for _, fn := range inits {
+		if err := runInit(ctx, fn, id); err != nil {
+			st := s.ob.begin()
+			s.ob.b = append(s.ob.b, repInitError)
+			s.ob.b = appendString(s.ob.b, truncate(err.Error(), s.limit/2))
+			s.ob.finish(st, s.limit, false)
+			s.flush()
+			return fmt.Errorf("init: %w", err)
+		}
+	}
+	st := s.ob.begin()
+	s.ob.b = append(s.ob.b, repHello)
+	s.ob.b = binary.AppendUvarint(s.ob.b, uint64(os.Getpid()))
+	s.ob.finish(st, s.limit, false)
+	return s.flush()
+}
+
+func runInit(ctx context.Context, fn func(context.Context, int) error, id int) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("panic: %v", v)
+		}
+	}()
+	return fn(ctx, id)
+}
+
+// serve runs requests until the request pipe ends. It returns nil at a clean
+// end of input and the error of a corrupt or oversized frame otherwise.
+func (s *server) serve(ctx context.Context) error {
+	for {
+		if len(s.ob.b) > 0 && (s.lastDur > flushAfterTask || len(s.ob.b) > flushBytes ||
+			time.Since(s.batchStart) > flushAge || !s.fr.complete()) {
+			if err := s.flush(); err != nil {
+				return err
+			}
+		}
+		q, err := s.read()
+		if err == io.EOF {
+			return s.flush()
+		}
+		if err != nil {
+			s.flush()
+			return err
+		}
+		start := time.Now()
+		if len(s.ob.b) == 0 {
+			s.batchStart = start
+		}
+		s.exec(ctx, q, start)
+		s.lastDur = time.Since(start)
+	}
+}
+
+func (s *server) flush() error {
+	if len(s.ob.b) == 0 {
+		return nil
+	}
+	_, err := s.w.Write(s.ob.b)
+	if cap(s.ob.b) > 4<<20 {
+		s.ob.b = nil
+	} else {
+		s.ob.b = s.ob.b[:0]
+	}
+	return err
+}
+
+// workReq is one decoded request.
+type workReq struct {
+	id       uint64
+	deadline int64
+	job      job      // nil when fail is set
+	fail     *itemErr // unknown task or undecodable input
+}
+
+// read reads and decodes the next request. Any error is fatal for the
+// worker: io.EOF at a clean end, otherwise a corrupt or oversized frame.
+// A request it can decode but not serve (unknown task, input gob cannot
+// decode) comes back with fail set.
+func (s *server) read() (*workReq, error) {
+	body, reset, err := s.fr.next()
+	if err != nil {
+		return nil, err
+	}
+	if reset {
+		s.dec = gob.NewDecoder(&s.src)
+	}
+	p := parser{b: body}
+	kind := p.byte()
+	q := &workReq{id: p.uvarint(), deadline: p.varint()}
+	n := 1
+	if kind == reqChunk {
+		n = p.count(len(body))
+	}
+	name := p.bytes(maxNameLen)
+	if p.err != nil {
+		return nil, p.err
+	}
+	if kind != reqOne && kind != reqChunk || n == 0 {
+		return nil, corrupt("request kind %d count %d", kind, n)
+	}
+	if err := checkGob(p.b); err != nil {
+		return nil, err
+	}
+	if kind == reqChunk {
+		if l, ok := gobValueLen(p.b); !ok || l != uint64(n) {
+			return nil, corrupt("chunk length %d, header says %d", l, n)
+		}
+	}
+	s.src.Reset(p.b)
+	t := s.tasks[string(name)]
+	if t == nil {
+		if err := s.dec.DecodeValue(reflect.Value{}); err != nil {
+			return nil, corrupt("skip input of unknown task: %v", err)
+		}
+		q.fail = &itemErr{kind: kindUnknownTask, msg: "unknown task " + strconv.Quote(string(name))}
+	} else if j, err := safeDecode(t, s.dec, kind == reqChunk, n); err != nil {
+		q.fail = &itemErr{kind: kindDecode, msg: err.Error()}
+	} else {
+		q.job = j
+	}
+	if s.src.Len() != 0 {
+		if q.fail != nil && q.fail.kind == kindDecode {
+			return nil, corrupt("decode input: %s", q.fail.msg)
+		}
+		return nil, corrupt("%d bytes after the input", s.src.Len())
+	}
+	return q, nil
+}
+
+func (s *server) exec(ctx context.Context, q *workReq, start time.Time) {
+	if q.fail != nil {
+		s.replyErr(q.id, 0, q.fail)
+		return
+	}
+	if q.deadline != 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, q.deadline))
+		defer cancel()
+	}
+	q.job.run(ctx, s, q.id, start)
+}
+
+// replyValue appends a result frame with v (an *Out or *[]Out) and the
+// failed items of a chunk. If gob cannot encode v, or the frame is over the
+// limit, it sends a whole-request error instead.
+func (s *server) replyValue(id uint64, dur time.Duration, errs []itemErr, v any) {
+	st := s.ob.begin()
+	s.ob.b = append(s.ob.b, repResult)
+	s.ob.b = binary.AppendUvarint(s.ob.b, id)
+	s.ob.b = binary.AppendUvarint(s.ob.b, uint64(max(dur, 0)))
+	if len(errs) == 0 {
+		s.ob.b = append(s.ob.b, statusOK)
+	} else {
+		s.ob.b = append(s.ob.b, statusItems)
+		s.ob.b = binary.AppendUvarint(s.ob.b, uint64(len(errs)))
+		for i := range errs {
+			s.ob.b = binary.AppendUvarint(s.ob.b, uint64(errs[i].index))
+			s.ob.b = appendItemErr(s.ob.b, &errs[i])
+		}
+	}
+	err := safeEncode(s.enc, v)
+	if err == nil {
+		if s.ob.finish(st, s.limit, s.resetNext) {
+			s.resetNext = false
+			return
+		}
+	}
+	s.ob.b = s.ob.b[:st]
+	s.enc = gob.NewEncoder(&s.ob)
+	s.resetNext = true
+	fail := itemErr{kind: kindEncode}
+	if err != nil {
+		fail.msg = err.Error()
+	} else {
+		fail.kind = kindFrameTooLarge
+		fail.msg = fmt.Sprintf("limit %d bytes", s.limit)
+	}
+	s.replyErr(id, dur, &fail)
+}
+
+// replyErr appends a whole-request failure frame, shortening the message
+// and stack to fit the frame limit.
+func (s *server) replyErr(id uint64, dur time.Duration, e *itemErr) {
+	st := s.ob.begin()
+	s.ob.b = append(s.ob.b, repResult)
+	s.ob.b = binary.AppendUvarint(s.ob.b, id)
+	s.ob.b = binary.AppendUvarint(s.ob.b, uint64(max(dur, 0)))
+	s.ob.b = append(s.ob.b, statusError)
+	short := itemErr{kind: e.kind, msg: truncate(e.msg, s.limit/4)}
+	if len(e.stack) <= s.limit/2 {
+		short.stack = e.stack
+	}
+	s.ob.b = appendItemErr(s.ob.b, &short)
+	if s.ob.finish(st, s.limit, s.resetNext) {
+		s.resetNext = false
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// safeDecode decodes a request's input, turning a panic in a GobDecode
+// method into an error.
+func safeDecode(t taskImpl, dec *gob.Decoder, chunk bool, n int) (j job, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			j, err = nil, fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return t.decode(dec, chunk, n)
+}
+
+// safeEncode encodes v, turning panics (gob's, or a GobEncode method's)
+// into errors.
+func safeEncode(enc *gob.Encoder, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	return enc.Encode(v)
+}

@@ -1,0 +1,20 @@
+package procpool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+)
+
+// errNoWorkers is why pools cannot start on Windows: os/exec cannot pass
+// extra descriptors (ExtraFiles) to a child there.
+var errNoWorkers = fmt.Errorf("procpool: worker processes need inherited pipes (ExtraFiles): %w", errors.ErrUnsupported)
+
+func executable() (string, error) { return "", errNoWorkers }
+
+func pipe(bool) (r, w *os.File, err error) { return nil, nil, errNoWorkers }
+
+func sysProcAttr() *syscall.SysProcAttr { return nil }
+
+func workerFiles(int) (*os.File, *os.File, error) { return nil, nil, errNoWorkers }
