@@ -1,14 +1,29 @@
 package corework_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/corework/corework/pool"
+	"github.com/corework/corework/procpool"
 )
+
+func TestMain(m *testing.M) {
+	procpool.Main() // first: in a worker process this serves tasks and exits
+	os.Exit(m.Run())
+}
+
+// procFib runs fib in a worker process; registered at package
+// initialization so the workers (this test binary, re-executed) know it.
+var procFib = procpool.Register("corework.bench.fib", func(_ context.Context, n int) (int, error) {
+	return fib(n), nil
+})
 
 // sink keeps the compiler from dropping the work.
 var sink atomic.Int64
@@ -31,8 +46,9 @@ const (
 // in the same benchmark run.
 var baseline sync.Map // variant -> float64 ns/op
 
-// BenchmarkScaling runs the same batch of fib jobs through a pool of 1 to
-// GOMAXPROCS workers and reports the speedup over one worker.
+// BenchmarkScaling runs the same batch of fib jobs through a goroutine pool
+// and through a process pool of 1 to GOMAXPROCS workers, and reports the
+// speedup of each over its own one-worker run.
 func BenchmarkScaling(b *testing.B) {
 	for w := 1; w <= runtime.GOMAXPROCS(0); w++ {
 		b.Run(fmt.Sprintf("pool/workers=%d", w), func(b *testing.B) {
@@ -45,6 +61,27 @@ func BenchmarkScaling(b *testing.B) {
 				p.Wait()
 			}
 			reportScaling(b, "pool", w, batch)
+		})
+	}
+	jobs := make([]int, scalingBatch)
+	for i := range jobs {
+		jobs[i] = scalingFibN
+	}
+	for w := 1; w <= runtime.GOMAXPROCS(0); w++ {
+		b.Run(fmt.Sprintf("process/workers=%d", w), func(b *testing.B) {
+			p, err := procpool.New(procpool.Workers(w), procpool.Output(io.Discard))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			ctx := context.Background()
+			reportScaling(b, "process", w, func() {
+				out, err := procFib.Map(ctx, p, jobs, procpool.ChunkSize(1))
+				if err != nil {
+					b.Fatal(err)
+				}
+				sink.Add(int64(out[0]))
+			})
 		})
 	}
 }
