@@ -68,20 +68,50 @@ type LevelStats struct {
 // Latency summarizes a distribution of durations. Quantiles come from a
 // log-linear histogram (four buckets per power of two), so they are upper
 // bounds within 25% of the true value, capped at Max.
+//
+// Sum and Buckets carry the histogram itself, for exporters that build
+// their own (a Prometheus histogram, say): Buckets holds, for every power
+// of two from 2^10 ns (about 1µs) to 2^42 ns (about 73 minutes), the
+// number of durations shorter than it. The counts are cumulative and
+// exact, not interpolated: each boundary is also one of the internal
+// buckets' boundaries. Count includes the durations of 2^42 ns and more.
+// Buckets is left out of the JSON form.
 type Latency struct {
 	Count uint64        `json:"count"` // durations recorded
+	Sum   time.Duration `json:"sum"`   // all durations added up
 	P50   time.Duration `json:"p50"`   // median
 	P90   time.Duration `json:"p90"`   // 90th percentile
 	P99   time.Duration `json:"p99"`   // 99th percentile
 	Max   time.Duration `json:"max"`   // largest
+
+	// Buckets holds the 33 cumulative buckets, by increasing UpperBound,
+	// in every Latency a Queue returns, empty or not.
+	Buckets []LatencyBucket `json:"-"`
 }
+
+// LatencyBucket is one cumulative bucket of a [Latency]: Count durations
+// were shorter than UpperBound. Durations are whole nanoseconds, so "shorter
+// than UpperBound" is "at most UpperBound-1ns"; a Prometheus histogram,
+// whose buckets count values at most their bound, can use UpperBound as its
+// bound, one nanosecond off.
+type LatencyBucket struct {
+	UpperBound time.Duration
+	Count      uint64
+}
+
+// The powers of two that bound the buckets of a Latency.
+const (
+	latencyMinExp = 10
+	latencyMaxExp = 42
+)
 
 const histBuckets = 256
 
 // histogram counts durations in log-linear buckets with atomic counters.
-// Recording costs two atomic adds and no allocation.
+// Recording costs three atomic adds and no allocation.
 type histogram struct {
 	b   [histBuckets]atomic.Uint64
+	sum atomic.Int64
 	max atomic.Int64
 }
 
@@ -104,9 +134,14 @@ func bucketHigh(i int) int64 {
 	return (m+1)<<(e-3) - 1
 }
 
+// lastBucketOf returns the last bucket of the values of bit length e, whose
+// bucketHigh is 2^e-1.
+func lastBucketOf(e int) int { return 4*e - 5 }
+
 func (h *histogram) record(d time.Duration) {
 	v := int64(d)
 	h.b[bucketOf(v)].Add(1)
+	h.sum.Add(max(v, 0))
 	for {
 		m := h.max.Load()
 		if v <= m || h.max.CompareAndSwap(m, v) {
@@ -118,6 +153,7 @@ func (h *histogram) record(d time.Duration) {
 // histSum accumulates histograms for a quantile read.
 type histSum struct {
 	b   [histBuckets]uint64
+	sum int64
 	max int64
 }
 
@@ -125,15 +161,23 @@ func (s *histSum) add(h *histogram) {
 	for i := range h.b {
 		s.b[i] += h.b[i].Load()
 	}
+	s.sum += h.sum.Load()
 	s.max = max(s.max, h.max.Load())
 }
 
 func (s *histSum) latency() Latency {
 	var n uint64
-	for _, c := range s.b {
+	l := Latency{Sum: time.Duration(s.sum), Max: time.Duration(s.max),
+		Buckets: make([]LatencyBucket, 0, latencyMaxExp-latencyMinExp+1)}
+	e := latencyMinExp
+	for i, c := range s.b {
 		n += c
+		if e <= latencyMaxExp && i == lastBucketOf(e) {
+			l.Buckets = append(l.Buckets, LatencyBucket{UpperBound: 1 << e, Count: n})
+			e++
+		}
 	}
-	l := Latency{Count: n, Max: time.Duration(s.max)}
+	l.Count = n
 	if n == 0 {
 		return l
 	}
