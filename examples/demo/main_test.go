@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"image"
+	_ "image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/corework/corework/procpool"
+)
+
+func TestMain(m *testing.M) {
+	procpool.Main() // the demo's worker processes are this test binary
+	goleak.VerifyTestMain(m)
+}
+
+func quickConfig(t *testing.T, mode string) config {
+	return config{mode: mode, workers: 2, pinned: true, images: 3, width: 320, height: 200,
+		sizes: []int{64, 128, 400}, out: t.TempDir(), tick: 50 * time.Millisecond}
+}
+
+func checkRun(t *testing.T, cfg config) {
+	t.Helper()
+	var out bytes.Buffer
+	r, err := run(context.Background(), &out, cfg)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if r.Jobs != 9 || r.One.Done != 9 || r.Full.Done != 9 || len(r.Thumbnails) != 9 {
+		t.Fatalf("report: %+v", r)
+	}
+	// The speedup is the ratio of the two measured phases, not a constant.
+	if r.One.Elapsed <= 0 || r.Full.Elapsed <= 0 || r.Speedup != r.One.Elapsed.Seconds()/r.Full.Elapsed.Seconds() {
+		t.Fatalf("speedup %v from %v and %v", r.Speedup, r.One.Elapsed, r.Full.Elapsed)
+	}
+	want := map[string][2]int{"64": {64, 40}, "128": {128, 80}, "400": {320, 200}} // 400 > 320: not enlarged
+	for _, path := range r.Thumbnails {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _, err := image.DecodeConfig(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		size := strings.TrimSuffix(filepath.Base(path)[strings.LastIndex(filepath.Base(path), "_")+1:], ".png")
+		if w := want[size]; c.Width != w[0] || c.Height != w[1] {
+			t.Errorf("%s: %dx%d, want %dx%d", path, c.Width, c.Height, w[0], w[1])
+		}
+	}
+	text := out.String()
+	for _, s := range []string{"speedup:", "per worker:", "load distribution", "priorities"} {
+		if !strings.Contains(text, s) {
+			t.Errorf("output lacks %q:\n%s", s, text)
+		}
+	}
+}
+
+func TestQuickProcesses(t *testing.T) {
+	cfg := quickConfig(t, "processes")
+	checkRun(t, cfg)
+}
+
+func TestQuickGoroutines(t *testing.T) {
+	checkRun(t, quickConfig(t, "goroutines"))
+}
+
+func TestPriorityOrder(t *testing.T) {
+	// One worker, every job queued before it starts: every 64px thumbnail
+	// (critical) finishes before any 400px one (low).
+	cfg := quickConfig(t, "goroutines")
+	cfg.workers = 1
+	var out bytes.Buffer
+	r, err := run(context.Background(), &out, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Full.LastDone[64] > r.Full.FirstDone[128] || r.Full.LastDone[128] > r.Full.FirstDone[400] {
+		t.Fatalf("priorities not honoured: first %v last %v", r.Full.FirstDone, r.Full.LastDone)
+	}
+}
+
+func TestCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cfg := quickConfig(t, "goroutines")
+	if _, err := run(ctx, &bytes.Buffer{}, cfg); err == nil {
+		t.Fatal("run on a canceled context succeeded")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	cfg := quickConfig(t, "threads")
+	if _, err := run(context.Background(), &bytes.Buffer{}, cfg); err == nil {
+		t.Fatal("bad -mode accepted")
+	}
+	if _, err := parseSizes("64,abc"); err == nil {
+		t.Fatal("bad -sizes accepted")
+	}
+	cfg = quickConfig(t, "goroutines")
+	cfg.in = t.TempDir() // empty
+	if _, err := run(context.Background(), &bytes.Buffer{}, cfg); err == nil {
+		t.Fatal("empty -in directory accepted")
+	}
+}
+
+func TestFit(t *testing.T) {
+	for _, c := range []struct{ w, h, size, ww, wh int }{
+		{1600, 900, 64, 64, 36}, {900, 1600, 64, 36, 64}, {100, 50, 400, 100, 50}, {1000, 1, 10, 10, 1},
+	} {
+		if w, h := fit(c.w, c.h, c.size); w != c.ww || h != c.wh {
+			t.Errorf("fit(%d,%d,%d) = %d,%d want %d,%d", c.w, c.h, c.size, w, h, c.ww, c.wh)
+		}
+	}
+}
