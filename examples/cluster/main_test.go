@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain runs the tests under goleak, or, when the demo re-executes the
+// test binary as a worker process, runs that subcommand.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "worker" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := run(ctx, os.Args[1:], os.Stdout)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "worker:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out syncBuffer
+	if err := run(ctx, []string{"demo", "-workers", "2", "-jobs", "12", "-work", "10"}, &out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	got := out.String()
+	for _, want := range []string{"12 jobs: 12 succeeded", "0 lost", "priority honoured", "high 1-4 normal 5-8 low 9-12"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, got)
+		}
+	}
+	if !strings.Contains(got, " on w1 ") && !strings.Contains(got, " on w2 ") {
+		t.Errorf("demo output names no worker:\n%s", got)
+	}
+}
+
+func TestDemoInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"demo", "-workers", "2", "-jobs", "30", "-work", "2000"}, &out) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "queued 30 jobs") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel() // what Ctrl-C does
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("interrupted demo: %v\n%s", err, out.String())
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatalf("demo did not stop after the interrupt:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "interrupted") {
+		t.Errorf("no interrupt message:\n%s", out.String())
+	}
+}
+
+// TestSubcommands runs server, worker and submit as a user would, each in
+// its own goroutine here.
+func TestSubcommands(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	url := "nats://" + addr
+	srvCtx, stopServer := context.WithCancel(context.Background())
+	defer stopServer()
+	workCtx, stopWorker := context.WithCancel(context.Background())
+	defer stopWorker()
+	var serverOut, workerOut, submitOut syncBuffer
+	serverErr, workerErr := make(chan error, 1), make(chan error, 1)
+	go func() {
+		serverErr <- run(srvCtx, []string{"server", "-listen", addr, "-store", t.TempDir()}, &serverOut)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(serverOut.String(), "NATS with JetStream on") {
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not start: %s", serverOut.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	go func() {
+		workerErr <- run(workCtx, []string{"worker", "-nats", url, "-concurrency", "3", "-name", "only"}, &workerOut)
+	}()
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = run(sctx, []string{"submit", "-nats", url, "-n", "20", "-priority", "6", "-work", "1"}, &submitOut)
+	scancel()
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, submitOut.String())
+	}
+	if !strings.Contains(submitOut.String(), "20 succeeded, 0 failed, 0 canceled, 0 pending, 0 lost") {
+		t.Errorf("submit output:\n%s", submitOut.String())
+	}
+	stopWorker() // Ctrl-C in the worker's terminal, then in the server's
+	if err := <-workerErr; err != nil {
+		t.Errorf("worker: %v", err)
+	}
+	stopServer()
+	if err := <-serverErr; err != nil {
+		t.Errorf("server: %v", err)
+	}
+	if !strings.Contains(workerOut.String(), "only: running job") || !strings.Contains(workerOut.String(), "only: stopped after 20 jobs") {
+		t.Errorf("worker output:\n%s", workerOut.String())
+	}
+	if err := run(context.Background(), []string{"bogus"}, &submitOut); err != errUsage {
+		t.Errorf("unknown command = %v, want errUsage", err)
+	}
+}

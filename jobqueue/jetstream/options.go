@@ -1,0 +1,207 @@
+package jetstream
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Option configures a Backend (Embedded, Connect, Server.Backend) or an
+// embedded Server (NewServer, Embedded). Options that do not apply to a
+// constructor are ignored by it.
+type Option func(*options)
+
+type options struct {
+	name     string
+	ackWait  time.Duration
+	poll     time.Duration
+	replicas int
+	batch    int
+	listen   string
+	natsOpts []nats.Option
+	deadMax  int
+	deadAge  time.Duration
+	timeout  time.Duration
+}
+
+func buildOptions(opts []Option) (options, error) {
+	o := options{
+		name:     "corework",
+		ackWait:  30 * time.Second,
+		poll:     time.Second,
+		replicas: 1,
+		batch:    256,
+		deadMax:  10_000,
+		deadAge:  7 * 24 * time.Hour,
+		timeout:  10 * time.Second,
+	}
+	for _, f := range opts {
+		if f != nil {
+			f(&o)
+		}
+	}
+	switch {
+	case !validName(o.name):
+		return o, fmt.Errorf("jetstream: invalid name %q (letters, digits, '-' and '_' only)", o.name)
+	case o.ackWait < 100*time.Millisecond:
+		return o, fmt.Errorf("jetstream: AckWait %v below 100ms", o.ackWait)
+	case o.poll <= 0:
+		return o, fmt.Errorf("jetstream: poll interval %v not positive", o.poll)
+	case o.replicas < 1 || o.replicas > 5:
+		return o, fmt.Errorf("jetstream: replicas %d out of 1-5", o.replicas)
+	case o.batch < 1:
+		return o, fmt.Errorf("jetstream: batch %d not positive", o.batch)
+	case o.timeout <= 0:
+		return o, fmt.Errorf("jetstream: request timeout %v not positive", o.timeout)
+	}
+	return o, nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// WithName sets the name that prefixes every stream, bucket and subject of
+// the queue, so several independent queues can share one NATS system.
+// Every process of one queue must use the same name. The default is
+// "corework": streams COREWORK_JOBS, COREWORK_SCHED, COREWORK_DONE,
+// COREWORK_DLQ, bucket COREWORK_STATE, subjects "corework.>". A name holds
+// letters, digits, '-' and '_', at most 32 of them.
+func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// WithAckWait sets the lease: how long a job stays with a worker that has
+// stopped extending it (a crashed process) before JetStream delivers it
+// again. A running handler's lease is extended every third of it, so a
+// shorter lease finds crashed workers sooner at the cost of more heartbeats.
+// The default is 30 seconds; the minimum is 100ms. The processes of one
+// queue should agree: the last one to start sets the consumers' AckWait.
+func WithAckWait(d time.Duration) Option { return func(o *options) { o.ackWait = d } }
+
+// WithPollInterval sets how often an idle worker process looks at every
+// priority level even though no new-job signal arrived. Signals cover new
+// jobs, promoted delayed jobs and retries nacked by a live process; the poll
+// finds jobs redelivered after a crashed worker's lease expired. The default
+// is one second.
+func WithPollInterval(d time.Duration) Option { return func(o *options) { o.poll = d } }
+
+// WithReplicas sets the number of replicas of every stream and bucket
+// (1, 3 or 5 in a cluster). The default is 1, the only value a single
+// server accepts.
+func WithReplicas(n int) Option { return func(o *options) { o.replicas = n } }
+
+// WithBatch bounds the jobs one pull request asks a priority level for.
+// The default is 256.
+func WithBatch(n int) Option { return func(o *options) { o.batch = n } }
+
+// WithListen makes an embedded server (NewServer, Embedded) accept TCP
+// clients on hostport, such as "127.0.0.1:4222" or "127.0.0.1:0" for a free
+// port, so worker processes can join with Connect. Without it the server
+// accepts in-process connections only.
+func WithListen(hostport string) Option { return func(o *options) { o.listen = hostport } }
+
+// WithNATSOptions adds options to the NATS connection that Connect opens
+// (credentials, TLS, reconnect policy). The backend always adds its own
+// name and nats.NoEcho(): it never receives its own signals and events.
+func WithNATSOptions(opts ...nats.Option) Option {
+	return func(o *options) { o.natsOpts = append(o.natsOpts, opts...) }
+}
+
+// WithDeadLetters bounds the dead-letter stream (the failed jobs kept for
+// inspection, see Backend.DeadLetters): at most maxJobs of them, none older
+// than maxAge. The defaults are 10,000 jobs and seven days; zero keeps a
+// default.
+func WithDeadLetters(maxJobs int, maxAge time.Duration) Option {
+	return func(o *options) {
+		if maxJobs > 0 {
+			o.deadMax = maxJobs
+		}
+		if maxAge > 0 {
+			o.deadAge = maxAge
+		}
+	}
+}
+
+// WithRequestTimeout bounds each request to the server made on behalf of a
+// call whose context has no deadline (storing a job, settling a lease). The
+// default is ten seconds.
+func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+func splitHostPort(hostport string) (string, int, error) {
+	host, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", 0, fmt.Errorf("jetstream: listen address: %w", err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("jetstream: listen port %q", p)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return host, port, nil
+}
+
+// names holds the stream, bucket and subject names derived from the queue's
+// name.
+type names struct {
+	prefix string
+	jobs   string
+	sched  string
+	done   string
+	dead   string
+	bucket string
+}
+
+func newNames(name string) names {
+	up := strings.ToUpper(name)
+	return names{
+		prefix: name,
+		jobs:   up + "_JOBS",
+		sched:  up + "_SCHED",
+		done:   up + "_DONE",
+		dead:   up + "_DLQ",
+		bucket: up + "_STATE",
+	}
+}
+
+func (n *names) jobSubject(p int, id string) string {
+	return n.prefix + ".q." + strconv.Itoa(p) + "." + id
+}
+func (n *names) levelFilter(p int) string      { return n.prefix + ".q." + strconv.Itoa(p) + ".*" }
+func (n *names) schedSubject(id string) string { return n.prefix + ".s." + id }
+func (n *names) doneSubject(id string) string  { return n.prefix + ".done." + id }
+func (n *names) deadSubject(id string) string  { return n.prefix + ".dead." + id }
+func (n *names) eventSubject() string          { return n.prefix + ".ev" }
+func (n *names) cancelSubject(tag string) string {
+	return n.prefix + ".cancel." + tag
+}
+func (n *names) bellSubject() string         { return n.prefix + ".bell" }
+func (n *names) stateKey(id string) string   { return "j." + id }
+func (n *names) kvSubject(key string) string { return "$KV." + n.bucket + "." + key }
+func (n *names) kvStream() string            { return "KV_" + n.bucket }
+
+// validID reports whether id can be one token of a subject.
+func validID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c <= ' ' || c == '.' || c == '*' || c == '>' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,156 @@
+package jetstream
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Server is a NATS server with JetStream running inside this process, its
+// streams stored in files under one directory: the durable single-machine
+// mode, and the server of tests and demos. It runs the server's own
+// goroutines from NewServer until Shutdown.
+type Server struct {
+	ns     *server.Server
+	listen bool
+	once   sync.Once
+}
+
+// NewServer starts an in-process NATS server with JetStream file storage in
+// dir (created if needed). Jobs stored there survive a restart of the
+// process on the same directory. With WithListen it also accepts TCP
+// clients, so other processes can join with Connect; otherwise only
+// in-process connections (Server.Backend) reach it. It blocks until the
+// server is ready, at most ten seconds. The caller must call Shutdown.
+//
+// The server syncs its files to disk every two minutes and on shutdown: a
+// killed process loses nothing, a power cut may lose the last writes. For
+// stronger guarantees run a replicated cluster (see the package comment).
+func NewServer(dir string, opts ...Option) (*Server, error) {
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if dir == "" {
+		return nil, fmt.Errorf("jetstream: empty store directory")
+	}
+	sopts := &server.Options{
+		ServerName: "corework-" + o.name,
+		JetStream:  true,
+		StoreDir:   dir,
+		Host:       "127.0.0.1",
+		Port:       server.RANDOM_PORT,
+		NoSigs:     true,
+		NoLog:      true,
+		DontListen: o.listen == "",
+	}
+	if o.listen != "" {
+		host, port, err := splitHostPort(o.listen)
+		if err != nil {
+			return nil, err
+		}
+		sopts.Host = host
+		if port != 0 {
+			sopts.Port = port
+		}
+	}
+	ns, err := server.NewServer(sopts)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: starting server: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("jetstream: server in %s not ready after 10s", dir)
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("jetstream: JetStream failed to start in %s", dir)
+	}
+	return &Server{ns: ns, listen: o.listen != ""}, nil
+}
+
+// ClientURL returns the URL other processes pass to Connect, such as
+// "nats://127.0.0.1:4222", or "" if the server does not listen (no
+// WithListen).
+func (s *Server) ClientURL() string {
+	if !s.listen {
+		return ""
+	}
+	return s.ns.ClientURL()
+}
+
+// Backend returns a Backend connected to s in-process (no TCP). The
+// backend does not own s: shutting the Queue down leaves s running. opts
+// are backend options; WithListen and WithNATSOptions are ignored.
+func (s *Server) Backend(opts ...Option) (*Backend, error) {
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	dial := func() (*nats.Conn, error) {
+		return nats.Connect("", nats.InProcessServer(inProcess{s.ns}), nats.Name("corework-"+o.name), nats.NoEcho(),
+			nats.MaxReconnects(0))
+	}
+	nc, err := dial()
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: connecting in-process: %w", err)
+	}
+	return newBackend(nc, o, dial)
+}
+
+// Shutdown stops the server and waits until it has stopped; connected
+// clients see it go away. It is idempotent.
+func (s *Server) Shutdown() {
+	s.once.Do(func() {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+	})
+}
+
+// Embedded starts an in-process server with JetStream file storage in dir
+// (see NewServer) and returns a Backend connected to it that owns it: the
+// Queue's Shutdown closes the backend, which shuts the server down. This is
+// the durable single-machine mode: jobs survive a crash or restart of the
+// program on the same directory. With WithListen, worker processes can
+// join with Connect(b.ClientURL()).
+func Embedded(dir string, opts ...Option) (*Backend, error) {
+	s, err := NewServer(dir, opts...)
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.Backend(opts...)
+	if err != nil {
+		s.Shutdown()
+		return nil, err
+	}
+	b.srv = s
+	return b, nil
+}
+
+// Connect returns a Backend connected to the NATS server or cluster at url
+// (a comma-separated list of server URLs is accepted), which must have
+// JetStream enabled. The connection reconnects on its own after a server
+// restart or a failover; calls made while it is down fail and the Queue
+// retries its fetches. It blocks for the connection, bounded by the NATS
+// options (WithNATSOptions).
+func Connect(url string, opts ...Option) (*Backend, error) {
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	nopts := append([]nats.Option{nats.Name("corework-" + o.name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond)}, o.natsOpts...)
+	nopts = append(nopts, nats.NoEcho())
+	dial := func() (*nats.Conn, error) { return nats.Connect(url, nopts...) }
+	nc, err := dial()
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: connecting to %s: %w", url, err)
+	}
+	return newBackend(nc, o, dial)
+}
