@@ -1,0 +1,340 @@
+package wsbridge
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/corework/corework/jobqueue"
+	"github.com/gobwas/ws"
+)
+
+// errPeerClosed ends the read loop when the client sent a close frame.
+var errPeerClosed = errors.New("wsbridge: closed by client")
+
+// conn is one client connection on the server. Its reader goroutine (serve)
+// reads and handles the client's messages in order; everything it sends
+// goes through out, whose writer goroutine exists only while there is
+// something to write. An idle conn costs its reader's small stack, its read
+// buffer, this struct and the socket.
+type conn struct {
+	s   *Server
+	nc  net.Conn
+	rd  msgReader
+	out sender
+
+	// Reader goroutine only.
+	extended time.Time // when the read deadline was last pushed back
+
+	closing atomic.Bool // a close frame is queued: no deadline extension, data ignored
+	ping    atomic.Pointer[time.Timer]
+
+	// Guarded by s.router.mu.
+	watchAll bool
+	watching map[string]struct{}
+}
+
+func newConn(s *Server, nc net.Conn, br *bufio.Reader) *conn {
+	c := &conn{s: s, nc: nc}
+	c.rd = msgReader{r: br, state: ws.StateServerSide, max: s.cfg.MaxMessageSize, owner: c}
+	c.out.init(nc, false, s.cfg.WriteTimeout, s.cfg.SendQueue, &s.wg, c)
+	if d := s.cfg.PingInterval; d > 0 {
+		c.extended = time.Now()
+		_ = nc.SetReadDeadline(c.extended.Add(d + s.cfg.PongTimeout))
+		c.ping.Store(time.AfterFunc(d, c.sendPing))
+	}
+	return c
+}
+
+// serve runs the connection until it ends, then releases it.
+func (c *conn) serve() {
+	defer c.s.wg.Done()
+	err := c.readLoop()
+	c.teardown(err)
+}
+
+func (c *conn) readLoop() error {
+	for {
+		_, bp, err := c.rd.next()
+		if err != nil {
+			return err
+		}
+		if !c.closing.Load() {
+			c.s.st.messagesIn.Add(1)
+			c.handle(*bp)
+		}
+		putBuf(bp)
+	}
+}
+
+// teardown finishes the close handshake as err requires, closes the socket
+// and forgets the connection.
+func (c *conn) teardown(err error) {
+	var ce *closeErr
+	switch {
+	case errors.Is(err, errPeerClosed):
+		// The echo (or our own close frame) is queued or written.
+		c.waitClose()
+	case errors.As(err, &ce):
+		c.s.st.protocolErrors.Add(1)
+		c.s.reportError(err)
+		c.closing.Store(true)
+		c.out.close(ce.code, ce.reason, false)
+		c.waitClose()
+	case c.closing.Load():
+		// We sent a close frame and the client did not answer in time, or
+		// its connection broke meanwhile: both end the handshake.
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.s.st.timeouts.Add(1)
+		c.s.reportError(fmt.Errorf("wsbridge: client silent for %v: %w", c.s.cfg.PingInterval+c.s.cfg.PongTimeout, err))
+	case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
+		c.s.reportError(fmt.Errorf("wsbridge: read: %w", err))
+	}
+	if t := c.ping.Load(); t != nil {
+		t.Stop()
+	}
+	c.out.kill()
+	c.nc.Close()
+	c.s.router.dropConn(c)
+	c.s.removeConn(c)
+}
+
+// waitClose waits until the queued close frame is written, at most
+// CloseTimeout.
+func (c *conn) waitClose() {
+	t := time.NewTimer(c.s.cfg.CloseTimeout)
+	defer t.Stop()
+	select {
+	case <-c.out.done:
+	case <-t.C:
+	}
+}
+
+// closeWith starts a server-initiated close: the close frame goes after the
+// queued messages, or instead of them with drop. The reader then waits for
+// the client's close frame, at most CloseTimeout after ours is written.
+func (c *conn) closeWith(e *closeErr, drop bool) bool {
+	c.closing.Store(true)
+	return c.out.close(e.code, e.reason, drop)
+}
+
+// send queues a message; a full queue closes the connection as a slow
+// consumer. It never blocks.
+func (c *conn) send(msg []byte) {
+	if c.sendFrame(ws.OpText, msg) {
+		c.s.st.messagesOut.Add(1)
+	}
+}
+
+// sendFrame queues a frame and reports whether it did; a full queue closes
+// the connection as a slow consumer.
+func (c *conn) sendFrame(op ws.OpCode, data []byte) bool {
+	err := c.out.send(op, data)
+	if errors.Is(err, errQueueFull) {
+		if c.closeWith(errSlow, true) {
+			c.s.st.slow.Add(1)
+			c.s.reportError(fmt.Errorf("%w: %s: %d messages queued", ErrSlowConsumer, c.nc.RemoteAddr(), c.s.cfg.SendQueue))
+		}
+	}
+	return err == nil
+}
+
+// sendPing is the ping timer's function.
+func (c *conn) sendPing() {
+	if c.sendFrame(ws.OpPing, nil) {
+		if t := c.ping.Load(); t != nil {
+			t.Reset(c.s.cfg.PingInterval)
+		}
+	}
+}
+
+// frameRead pushes the read deadline back: any frame shows the client is
+// alive. To keep the cost off the hot path it does so at most every
+// PongTimeout/4 (and every second at most), which shortens a client's grace
+// by that much at worst.
+func (c *conn) frameRead() {
+	d := c.s.cfg.PingInterval
+	if d <= 0 || c.closing.Load() {
+		return
+	}
+	if now := time.Now(); now.Sub(c.extended) >= min(time.Second, c.s.cfg.PongTimeout/4) {
+		c.extended = now
+		_ = c.nc.SetReadDeadline(now.Add(d + c.s.cfg.PongTimeout))
+	}
+}
+
+// control answers pings, and close frames with the close handshake.
+func (c *conn) control(h ws.Header, p []byte) error {
+	switch h.OpCode {
+	case ws.OpPing:
+		c.sendFrame(ws.OpPong, append([]byte(nil), p...))
+	case ws.OpClose:
+		if c.closing.Load() {
+			return errPeerClosed // the reply to our close frame
+		}
+		code, reason := ws.ParseCloseFrameData(p)
+		switch {
+		case len(p) == 1:
+			return protocolErr(errors.New("close frame with a one-byte payload"))
+		case len(p) == 0:
+			code = ws.StatusNormalClosure
+		default:
+			if err := ws.CheckCloseFrameData(code, reason); err != nil {
+				return protocolErr(err)
+			}
+		}
+		c.closing.Store(true)
+		c.out.close(code, "", false)
+		return errPeerClosed
+	}
+	return nil
+}
+
+// writeFailed closes the socket so that the reader ends too.
+func (c *conn) writeFailed(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.s.st.timeouts.Add(1)
+	}
+	if !errors.Is(err, net.ErrClosed) {
+		c.s.reportError(fmt.Errorf("wsbridge: write to %s: %w", c.nc.RemoteAddr(), err))
+	}
+	c.nc.Close()
+}
+
+// closeWritten bounds the wait for the client's reply to our close frame.
+func (c *conn) closeWritten() {
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.CloseTimeout))
+}
+
+// handle runs one client command.
+func (c *conn) handle(data []byte) {
+	cmd, err := decodeCommand(data)
+	if err != nil {
+		var ce *cmdError
+		if errors.As(err, &ce) {
+			c.sendError(ce.id, ce.command, ce.code, ce.message)
+		}
+		return
+	}
+	s := c.s
+	ctx := s.ctx
+	switch cmd.name {
+	case cmdSubmit:
+		if !c.watchesAll() && !s.router.canWatch(c) {
+			c.sendError(cmd.id, cmd.name, CodeTooManyWatches, fmt.Sprintf("this connection watches %d jobs already", s.cfg.MaxWatches))
+			return
+		}
+		id, err := s.q.Submit(ctx, cmd.job)
+		if err != nil {
+			c.sendQueueError(cmd, err)
+			return
+		}
+		c.send(encodeAck(cmd.id, cmd.name, id))
+		c.follow(id, false)
+	case cmdStatus:
+		info, err := s.q.Get(ctx, cmd.jobID)
+		if err != nil {
+			c.sendQueueError(cmd, err)
+			return
+		}
+		c.send(encode(statusMsg{Type: msgStatus, ID: cmd.id, Job: &info}))
+	case cmdCancel:
+		if err := s.q.Cancel(ctx, cmd.jobID); err != nil {
+			c.sendQueueError(cmd, err)
+			return
+		}
+		c.send(encodeAck(cmd.id, cmd.name, cmd.jobID))
+	case cmdSubscribe:
+		if cmd.jobID == "" {
+			s.router.setAll(c, true)
+			c.send(encodeAck(cmd.id, cmd.name, ""))
+			return
+		}
+		if !s.router.canWatch(c) {
+			c.sendError(cmd.id, cmd.name, CodeTooManyWatches, fmt.Sprintf("this connection watches %d jobs already", s.cfg.MaxWatches))
+			return
+		}
+		info, err := s.q.Get(ctx, cmd.jobID)
+		if err != nil {
+			c.sendQueueError(cmd, err)
+			return
+		}
+		c.send(encodeAck(cmd.id, cmd.name, cmd.jobID))
+		c.send(encode(statusMsg{Type: msgStatus, ID: cmd.id, Job: &info}))
+		c.follow(cmd.jobID, true)
+	case cmdUnsubscribe:
+		if cmd.jobID == "" {
+			s.router.setAll(c, false)
+		} else {
+			s.router.unwatch(c, cmd.jobID)
+		}
+		c.send(encodeAck(cmd.id, cmd.name, cmd.jobID))
+	case cmdList:
+		jobs, err := s.q.List(ctx, cmd.list)
+		if err != nil {
+			c.sendQueueError(cmd, err)
+			return
+		}
+		if jobs == nil {
+			jobs = []jobqueue.JobInfo{}
+		}
+		c.send(encode(jobsMsg{Type: msgJobs, ID: cmd.id, Jobs: jobs}))
+	case cmdStats:
+		if cmd.watch != nil {
+			s.watchStats(c, *cmd.watch)
+		}
+		c.send(s.statsMessage(cmd.id))
+	case cmdPing:
+		c.send(encode(pongMsg{Type: msgPong, ID: cmd.id, Time: time.Now()}))
+	}
+}
+
+// follow makes c watch job id and closes the gap with the events routed
+// before the watch began: if the job is final already, its final event is
+// sent from its snapshot (once; see router.deliverFinal). A connection
+// watching every job needs neither. always forces the snapshot read even
+// then (subscribe: the client asked for this job's final state).
+func (c *conn) follow(id string, always bool) {
+	s := c.s
+	if c.watchesAll() && !always {
+		return
+	}
+	if !s.router.watch(c, id) {
+		return
+	}
+	info, err := s.q.Get(s.ctx, id)
+	switch {
+	case err == nil && info.State.Final():
+		s.router.deliverFinal(c, &info)
+	case errors.Is(err, jobqueue.ErrNotFound):
+		// The job ended and retention dropped it before the watch began
+		// (more than Retention.MaxJobs jobs ended meanwhile): its outcome
+		// is gone. Say so rather than leave the client waiting.
+		if s.router.forget(c, id) {
+			c.s.st.errors.Add(1)
+			c.send(encode(errorMsg{Type: msgError, Command: cmdSubscribe, JobID: id, Code: CodeNotFound,
+				Message: "the job ended and was dropped by the queue's retention before its outcome could be sent"}))
+		}
+	}
+}
+
+func (c *conn) watchesAll() bool {
+	c.s.router.mu.RLock()
+	defer c.s.router.mu.RUnlock()
+	return c.watchAll
+}
+
+func (c *conn) sendError(id json.RawMessage, command, code, message string) {
+	c.s.st.errors.Add(1)
+	c.send(encode(errorMsg{Type: msgError, ID: id, Command: command, Code: code, Message: message}))
+}
+
+func (c *conn) sendQueueError(cmd command, err error) {
+	c.sendError(cmd.id, cmd.name, errorCode(err), err.Error())
+}
