@@ -77,7 +77,9 @@ func TestPinnedBurner(t *testing.T) {
 	if burner.LastCPU != cpu {
 		t.Errorf("burner last ran on CPU %d, want %d", burner.LastCPU, cpu)
 	}
-	if burner.CPU < 0.3 || self.CPU < burner.CPU-0.05 {
+	// The burner shares its CPU with whatever else the machine runs (other
+	// test binaries under go test ./...), so only ask for a clear share.
+	if burner.CPU < 0.1 || self.CPU < burner.CPU-0.05 {
 		t.Errorf("burner thread busy %.1f%%, process %.1f%%", 100*burner.CPU, 100*self.CPU)
 	}
 }

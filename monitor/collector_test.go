@@ -1,6 +1,7 @@
 package monitor_test
 
 import (
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,9 +17,41 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/corework/corework/jobqueue"
 	"github.com/corework/corework/monitor"
 	"github.com/corework/corework/pool"
+	"github.com/corework/corework/procpool"
+	"github.com/corework/corework/wsbridge"
 )
+
+func procPoolStats() procpool.Stats {
+	return procpool.Stats{
+		Workers: 2, Alive: 1, Restarts: 3, Crashes: 1, Queued: 4, InFlight: 2, Completed: 50, Failed: 5,
+		PerWorker: []procpool.WorkerStats{
+			{ID: 0, PID: 4242, CPU: 1, PinnedCPU: 1, Tasks: 30, InFlight: 2},
+			{ID: 1, PID: -1, CPU: -1, PinnedCPU: 0, Tasks: 25},
+		},
+	}
+}
+
+func jobQueueStats() jobqueue.Stats {
+	run := jobqueue.Latency{Count: 4, Sum: 3 * time.Millisecond, Buckets: []jobqueue.LatencyBucket{
+		{UpperBound: 1 << 20, Count: 3}, {UpperBound: 1 << 21, Count: 4},
+	}}
+	s := jobqueue.Stats{
+		Workers: 4, Busy: 1, Pending: 2, Scheduled: 1, Running: 1, Retained: 7,
+		Submitted: 11, Succeeded: 6, Failed: 1, Retried: 2, Throughput: 3,
+		Run:   run,
+		Types: map[string]jobqueue.TypeStats{"resize": {Succeeded: 6, Failed: 1, Retried: 2, Run: run}},
+	}
+	s.Depth[6] = 2
+	s.Priorities[6] = jobqueue.LevelStats{Pending: 2, Succeeded: 6, Wait: run}
+	return s
+}
+
+func wsBridgeStats() wsbridge.Stats {
+	return wsbridge.Stats{Connections: 3, Accepted: 10, Rejected: 1, MessagesIn: 40, MessagesOut: 90, Errors: 2, SlowConsumers: 1}
+}
 
 func poolStats() pool.Stats {
 	return pool.Stats{
@@ -78,6 +111,9 @@ func TestMetricsEndpoint(t *testing.T) {
 	if err := monitor.Register(reg, s,
 		monitor.PoolCollector("images", poolStats),
 		monitor.PoolCollector("mail", func() pool.Stats { return pool.Stats{Size: 2} }),
+		monitor.ProcPoolCollector("thumbs", procPoolStats),
+		monitor.JobQueueCollector("media", jobQueueStats),
+		monitor.WSBridgeCollector("api", wsBridgeStats),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +148,44 @@ func TestMetricsEndpoint(t *testing.T) {
 		"corework_pool_tasks_panicked_total":     {dto.MetricType_COUNTER, []string{"pool"}},
 		"corework_pool_queue_wait_seconds_total": {dto.MetricType_COUNTER, []string{"pool"}},
 		"corework_pool_queue_wait_max_seconds":   {dto.MetricType_GAUGE, []string{"pool"}},
+
+		"corework_procpool_workers":                   {dto.MetricType_GAUGE, []string{"pool"}},
+		"corework_procpool_workers_alive":             {dto.MetricType_GAUGE, []string{"pool"}},
+		"corework_procpool_restarts_total":            {dto.MetricType_COUNTER, []string{"pool"}},
+		"corework_procpool_crashes_total":             {dto.MetricType_COUNTER, []string{"pool"}},
+		"corework_procpool_requests_queued":           {dto.MetricType_GAUGE, []string{"pool"}},
+		"corework_procpool_requests_in_flight":        {dto.MetricType_GAUGE, []string{"pool"}},
+		"corework_procpool_tasks_completed_total":     {dto.MetricType_COUNTER, []string{"pool"}},
+		"corework_procpool_tasks_failed_total":        {dto.MetricType_COUNTER, []string{"pool"}},
+		"corework_procpool_worker_tasks_total":        {dto.MetricType_COUNTER, []string{"pool", "worker"}},
+		"corework_procpool_worker_requests_in_flight": {dto.MetricType_GAUGE, []string{"pool", "worker"}},
+		"corework_procpool_worker_pid":                {dto.MetricType_GAUGE, []string{"pool", "worker"}},
+		"corework_procpool_worker_last_cpu":           {dto.MetricType_GAUGE, []string{"pool", "worker"}},
+		"corework_procpool_worker_pinned_cpu":         {dto.MetricType_GAUGE, []string{"pool", "worker"}},
+
+		"corework_jobqueue_jobs_total":                 {dto.MetricType_COUNTER, []string{"queue", "state", "type"}},
+		"corework_jobqueue_retries_total":              {dto.MetricType_COUNTER, []string{"queue", "type"}},
+		"corework_jobqueue_jobs_submitted_total":       {dto.MetricType_COUNTER, []string{"queue"}},
+		"corework_jobqueue_jobs_active":                {dto.MetricType_GAUGE, []string{"queue", "state"}},
+		"corework_jobqueue_jobs_retained":              {dto.MetricType_GAUGE, []string{"queue"}},
+		"corework_jobqueue_depth":                      {dto.MetricType_GAUGE, []string{"priority", "queue"}},
+		"corework_jobqueue_workers":                    {dto.MetricType_GAUGE, []string{"queue"}},
+		"corework_jobqueue_workers_busy":               {dto.MetricType_GAUGE, []string{"queue"}},
+		"corework_jobqueue_throughput_jobs_per_second": {dto.MetricType_GAUGE, []string{"queue"}},
+		"corework_jobqueue_run_duration_seconds":       {dto.MetricType_HISTOGRAM, []string{"queue", "type"}},
+		"corework_jobqueue_wait_duration_seconds":      {dto.MetricType_HISTOGRAM, []string{"priority", "queue"}},
+
+		"corework_wsbridge_connections":                 {dto.MetricType_GAUGE, []string{"bridge"}},
+		"corework_wsbridge_connections_accepted_total":  {dto.MetricType_COUNTER, []string{"bridge"}},
+		"corework_wsbridge_connections_rejected_total":  {dto.MetricType_COUNTER, []string{"bridge"}},
+		"corework_wsbridge_messages_in_total":           {dto.MetricType_COUNTER, []string{"bridge"}},
+		"corework_wsbridge_messages_out_total":          {dto.MetricType_COUNTER, []string{"bridge"}},
+		"corework_wsbridge_errors_total":                {dto.MetricType_COUNTER, []string{"bridge"}},
+		"corework_wsbridge_slow_consumer_closes_total":  {dto.MetricType_COUNTER, []string{"bridge"}},
+		"corework_wsbridge_protocol_error_closes_total": {dto.MetricType_COUNTER, []string{"bridge"}},
+		"corework_wsbridge_timeouts_total":              {dto.MetricType_COUNTER, []string{"bridge"}},
+		"corework_wsbridge_events_dropped_total":        {dto.MetricType_COUNTER, []string{"bridge"}},
+		"corework_wsbridge_events_lost_total":           {dto.MetricType_COUNTER, []string{"bridge"}},
 	}
 	for name, w := range want {
 		f := fams[name]
@@ -177,13 +251,46 @@ func TestMetricsEndpoint(t *testing.T) {
 	if v := value(fams["corework_pool_queue_wait_max_seconds"].GetMetric()[0]); v != 0.25 && v != 0 {
 		t.Errorf("queue wait max %v", v)
 	}
+
+	// Per-worker series exist only for what is known: slot 1 has no
+	// process, hence no PID and no last CPU.
+	for name, want := range map[string]map[string]float64{
+		"corework_procpool_worker_pid":         {"0": 4242},
+		"corework_procpool_worker_last_cpu":    {"0": 1},
+		"corework_procpool_worker_pinned_cpu":  {"0": 1, "1": 0},
+		"corework_procpool_worker_tasks_total": {"0": 30, "1": 25},
+	} {
+		got := map[string]float64{}
+		for _, m := range fams[name].GetMetric() {
+			got[labels(m)["worker"]] = value(m)
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if v := value(fams["corework_wsbridge_messages_out_total"].GetMetric()[0]); v != 90 {
+		t.Errorf("bridge messages out %v, want 90", v)
+	}
+	if n := len(fams["corework_jobqueue_depth"].GetMetric()); n != jobqueue.NumPriorities {
+		t.Errorf("%d depth series, want %d", n, jobqueue.NumPriorities)
+	}
+	// Two buckets and the +Inf one, which the text format adds.
+	for _, m := range fams["corework_jobqueue_run_duration_seconds"].GetMetric() {
+		h := m.GetHistogram()
+		if h.GetSampleCount() != 4 || h.GetSampleSum() != 0.003 || len(h.GetBucket()) != 3 || h.GetBucket()[0].GetCumulativeCount() != 3 {
+			t.Errorf("run duration %v: %v", labels(m), h)
+		}
+	}
 }
 
 func TestCollectorsLint(t *testing.T) {
 	s := newSampler(t, monitor.WithMinWindow(0))
 	for name, c := range map[string]prometheus.Collector{
-		"system": monitor.NewCollector(s),
-		"pool":   monitor.PoolCollector("images", poolStats),
+		"system":   monitor.NewCollector(s),
+		"pool":     monitor.PoolCollector("images", poolStats),
+		"procpool": monitor.ProcPoolCollector("thumbs", procPoolStats),
+		"jobqueue": monitor.JobQueueCollector("media", jobQueueStats),
+		"wsbridge": monitor.WSBridgeCollector("api", wsBridgeStats),
 	} {
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {

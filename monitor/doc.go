@@ -18,16 +18,23 @@
 //	monitor.Render(os.Stdout, snap)
 //
 // [Watch] redraws such a view every interval; [Register] and [Handler]
-// serve the same figures on /metrics:
+// serve the same figures on /metrics, with a collector per goroutine pool,
+// process pool, job queue and WebSocket bridge of the program:
 //
 //	reg := prometheus.NewRegistry()
-//	monitor.Register(reg, s, monitor.PoolCollector("images", p.Stats))
+//	monitor.Register(reg, s,
+//		monitor.PoolCollector("images", p.Stats),
+//		monitor.ProcPoolCollector("thumbs", pp.Stats),
+//		monitor.JobQueueCollector("media", q.Stats),
+//		monitor.WSBridgeCollector("api", bridge.Stats))
 //	http.Handle("/metrics", monitor.Handler(reg))
 //
 // Metric names follow the Prometheus conventions: the corework_ namespace,
 // base units (seconds, bytes), _total on counters and _ratio on values from
-// 0 to 1. The process rows and the last-CPU and allowed-CPU figures come
-// from the affinity package; outside Linux, LastCPU is -1 and Allowed nil.
+// 0 to 1. The process rows are this process and, on Linux, its child
+// processes (the worker processes of a process pool among them), plus any
+// PIDs asked for; the last-CPU and allowed-CPU figures come from the
+// affinity package. Outside Linux, LastCPU is -1 and Allowed nil.
 //
 // The package starts no goroutine; Sample and Watch block in the caller's.
 // It panics only on a nil stats function given to a collector constructor.

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/corework/corework/affinity"
+	"github.com/corework/corework/jobqueue"
 	"github.com/corework/corework/monitor"
 	"github.com/corework/corework/pool"
 )
@@ -111,4 +112,40 @@ func ExampleRegister() {
 	// corework_process_cpu_usage_ratio GAUGE
 	// corework_process_last_cpu GAUGE
 	// corework_process_resident_memory_bytes GAUGE
+}
+
+// A job queue's collector exports, among its counters and gauges, a real
+// Prometheus histogram of run durations per job type, whose buckets are
+// the powers of two nanoseconds from 2^10 to 2^42.
+func ExampleJobQueueCollector() {
+	q, err := jobqueue.New(jobqueue.Config{Workers: 1})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer q.Shutdown(context.Background())
+	jobqueue.HandleFunc(q, "resize", func(ctx context.Context, n int) (int, error) { return 2 * n, nil })
+	q.Start()
+	for _, n := range []string{"1", "2", "3"} {
+		if _, err := q.Run(context.Background(), jobqueue.JobRequest{Type: "resize", Payload: []byte(n)}); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(monitor.JobQueueCollector("media", q.Stats))
+	fams, err := reg.Gather()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, f := range fams {
+		if f.GetName() == "corework_jobqueue_run_duration_seconds" {
+			h := f.GetMetric()[0].GetHistogram()
+			fmt.Println(f.GetType(), h.GetSampleCount(), len(h.GetBucket()))
+		}
+	}
+	// Output:
+	// HISTOGRAM 3 33
 }

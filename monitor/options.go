@@ -12,11 +12,12 @@ const DefaultMinWindow = 200 * time.Millisecond
 type Option func(*options)
 
 type options struct {
-	minWindow time.Duration
-	noSelf    bool
-	pids      []int
-	sources   []func() []int
-	threads   bool
+	minWindow  time.Duration
+	noSelf     bool
+	noChildren bool
+	pids       []int
+	sources    []func() []int
+	threads    bool
 }
 
 // WithMinWindow sets the shortest span the usage ratios cover. A Sample
@@ -29,15 +30,17 @@ func WithMinWindow(d time.Duration) Option {
 	return func(o *options) { o.minWindow = max(d, 0) }
 }
 
-// WithPIDs adds rows for the given processes. A process that does not
-// exist, or exits, is left out of the snapshot without an error.
+// WithPIDs adds rows for the given processes, after this process and its
+// children (see [WithoutChildren]). A process that does not exist, or
+// exits, is left out of the snapshot without an error.
 func WithPIDs(pids ...int) Option {
 	return func(o *options) { o.pids = append(o.pids, pids...) }
 }
 
 // WithProcesses adds a source of PIDs, called at every Sample: the way to
-// follow worker processes that come and go, such as a process pool's
-// workers. The function must be safe to call from any goroutine and must not
+// follow processes that come and go and are not this process's children
+// (those are listed by default on Linux), such as the workers of another
+// program. The function must be safe to call from any goroutine and must not
 // block. PIDs are deduplicated across sources.
 func WithProcesses(pids func() []int) Option {
 	return func(o *options) {
@@ -51,6 +54,17 @@ func WithProcesses(pids func() []int) Option {
 // the first row.
 func WithoutSelf() Option {
 	return func(o *options) { o.noSelf = true }
+}
+
+// WithoutChildren leaves the child processes of the current process out of
+// the rows. By default every Sample lists them, by PID, after the current
+// process: the worker processes of a process pool (package procpool) and
+// any other command the program started show up, and leave, by themselves.
+// Listing them costs one directory read and one small file read per thread
+// of the current process. Only Linux lists children: elsewhere there are
+// none to leave out, and WithProcesses is the way to add worker processes.
+func WithoutChildren() Option {
+	return func(o *options) { o.noChildren = true }
 }
 
 // WithThreads adds a row per thread to each process row: its CPU usage and

@@ -11,7 +11,8 @@ import (
 
 // Register registers on reg the system collector of s (see [NewCollector]),
 // the Go runtime collector (go_*) and the process collector of this process
-// (process_*), then each collector of cs, such as a [PoolCollector]. It
+// (process_*), then each collector of cs: a [PoolCollector],
+// [ProcPoolCollector], [JobQueueCollector] or [WSBridgeCollector], say. It
 // registers all it can and returns the errors joined; a collector already
 // registered gives a prometheus.AlreadyRegisteredError.
 func Register(reg prometheus.Registerer, s *Sampler, cs ...prometheus.Collector) error {

@@ -95,8 +95,9 @@ func NewSampler(opts ...Option) (*Sampler, error) {
 // other failure (memory, load, a process that exists but cannot be read) is
 // returned joined in the error beside a Snapshot holding everything else. A
 // process that does not exist or has exited is left out, without an error.
-// A Sample costs a few small file reads, plus four per watched process and
-// two per thread with WithThreads.
+// A Sample costs a few small file reads, plus four per watched process,
+// one per thread of this process to list its children (see
+// [WithoutChildren]) and two per thread with WithThreads.
 func (s *Sampler) Sample(ctx context.Context) (Snapshot, error) {
 	select {
 	case s.lock <- struct{}{}:
@@ -183,6 +184,9 @@ func (s *Sampler) pids() []int {
 	var pids []int
 	if !s.opts.noSelf {
 		pids = append(pids, s.self)
+	}
+	if !s.opts.noChildren {
+		pids = append(pids, childPIDs()...)
 	}
 	pids = append(pids, s.opts.pids...)
 	for _, src := range s.opts.sources {

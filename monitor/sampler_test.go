@@ -147,6 +147,7 @@ func TestProcessRows(t *testing.T) {
 	extra := []int{child, os.Getpid()} // self again: deduplicated
 	s := newSampler(t,
 		monitor.WithoutSelf(),
+		monitor.WithoutChildren(), // the child comes from the source alone
 		monitor.WithMinWindow(0),
 		monitor.WithPIDs(1<<30), // no such process: left out, no error
 		monitor.WithProcesses(func() []int {

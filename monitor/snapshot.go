@@ -15,8 +15,10 @@ type Snapshot struct {
 	CPU    float64       // busy share of all CPUs together, 0 to 1
 	Cores  []Core        // one per logical CPU, in the order the OS lists them
 	Memory Memory
-	Load   Load      // zero on Windows, which has no load average
-	Procs  []Process // this process first (unless WithoutSelf), then the asked PIDs
+	Load   Load // zero on Windows, which has no load average
+	// Procs holds this process first (unless WithoutSelf), then its child
+	// processes by PID (Linux, unless WithoutChildren), then the asked PIDs.
+	Procs []Process
 }
 
 // Core is the usage of one logical CPU.

@@ -13,10 +13,13 @@ type statMetric[T any] struct {
 // stats per scrape. It is how a library package whose Stats() returns a
 // plain struct T gets a collector: list its metrics with newStatMetric and
 // wrap them (see PoolCollector). Metrics with variable labels or histograms
-// need their own Collect.
+// are described by extra and sent by more, from the same call of stats (see
+// ProcPoolCollector).
 type statsCollector[T any] struct {
 	stats   func() T
 	metrics []statMetric[T]
+	extra   []*prometheus.Desc
+	more    func(T, chan<- prometheus.Metric)
 }
 
 // newStatMetric describes metric Namespace_subsystem_name, labelled with
@@ -29,9 +32,18 @@ func newStatMetric[T any](subsystem, name, help string, kind prometheus.ValueTyp
 	}
 }
 
+// newStatDesc describes metric Namespace_subsystem_name with variable
+// labels, and the const labels of the collector instance.
+func newStatDesc(subsystem, name, help string, variable []string, labels prometheus.Labels) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(Namespace, subsystem, name), help, variable, labels)
+}
+
 func (c *statsCollector[T]) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.metrics {
 		ch <- m.desc
+	}
+	for _, d := range c.extra {
+		ch <- d
 	}
 }
 
@@ -39,5 +51,8 @@ func (c *statsCollector[T]) Collect(ch chan<- prometheus.Metric) {
 	s := c.stats()
 	for _, m := range c.metrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(s))
+	}
+	if c.more != nil {
+		c.more(s, ch)
 	}
 }

@@ -5,9 +5,16 @@
 //	go run ./examples/monitor prometheus        # serve /metrics on -addr (:8000) until Ctrl-C
 //
 // Flags (after the subcommand): -interval (1s), -addr (:8000), -pids
-// (comma-separated PIDs to watch beside this process), -threads (a row per
-// thread, Linux only). prometheus.yml and grafana/ beside this file scrape
-// and chart the prometheus subcommand.
+// (comma-separated PIDs to watch beside this process and its children),
+// -threads (a row per thread, Linux only), -demo (run a small job queue and
+// a pool of two worker processes beside, so that their metrics and process
+// rows have data). prometheus.yml and grafana/ beside this file scrape and
+// chart the prometheus subcommand.
+//
+// The process rows are this process and its child processes (Linux), such
+// as the demo's worker processes, plus the -pids. An application registers
+// the collectors of its own pools and queues (monitor.PoolCollector,
+// monitor.ProcPoolCollector, monitor.JobQueueCollector) the way -demo does.
 package main
 
 import (
@@ -25,11 +32,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/corework/corework/monitor"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/corework/corework/monitor"
+	"github.com/corework/corework/procpool"
 )
 
 func main() {
+	procpool.Main() // in a worker process of the -demo pool: serve tasks, then exit
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -40,7 +50,7 @@ func main() {
 
 // run carries out one subcommand until it is done or ctx is cancelled; a
 // cancellation is a clean exit and returns nil.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	cmd := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
@@ -49,13 +59,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	interval := fs.Duration("interval", time.Second, "sampling interval")
 	addr := fs.String("addr", ":8000", "listen address of the prometheus subcommand")
-	pidList := fs.String("pids", "", "comma-separated PIDs to watch beside this process")
+	pidList := fs.String("pids", "", "comma-separated PIDs to watch beside this process and its children")
 	threads := fs.Bool("threads", false, "show a row per thread (Linux only)")
+	withDemo := fs.Bool("demo", false, "run a small job queue and process pool to watch")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if cmd != "" && cmd != "monitor" && cmd != "prometheus" {
+		return fmt.Errorf("unknown subcommand %q (want none, monitor or prometheus)", cmd)
 	}
 	if *interval <= 0 {
 		return errors.New("-interval must be positive")
@@ -79,6 +93,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var collectors []prometheus.Collector
+	if *withDemo {
+		d, derr := startDemo(stderr)
+		if derr != nil {
+			return fmt.Errorf("demo: %w", derr)
+		}
+		defer func() { err = errors.Join(err, d.stopDemo()) }() // err: run's result
+		collectors = d.collectors()
+	}
 
 	switch cmd {
 	case "":
@@ -92,17 +115,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	case "monitor":
 		return ignoreCancel(monitor.Watch(ctx, stdout, s, *interval))
-	case "prometheus":
-		return serve(ctx, s, *addr, stdout)
-	default:
-		return fmt.Errorf("unknown subcommand %q (want none, monitor or prometheus)", cmd)
+	default: // "prometheus"
+		return serve(ctx, s, *addr, stdout, collectors...)
 	}
 }
 
-// serve serves /metrics on addr until ctx is cancelled, then shuts the
-// server down, waiting up to five seconds for scrapes in flight.
-func serve(ctx context.Context, s *monitor.Sampler, addr string, stdout io.Writer) error {
-	reg, err := newRegistry(s)
+// serve serves /metrics on addr, with the collectors cs beside the
+// sampler's, until ctx is cancelled, then shuts the server down, waiting up
+// to five seconds for scrapes in flight.
+func serve(ctx context.Context, s *monitor.Sampler, addr string, stdout io.Writer, cs ...prometheus.Collector) error {
+	reg, err := newRegistry(s, cs...)
 	if err != nil {
 		return err
 	}
@@ -139,7 +161,9 @@ func serve(ctx context.Context, s *monitor.Sampler, addr string, stdout io.Write
 }
 
 // newRegistry returns the registry the prometheus subcommand serves. A
-// program with goroutine pools adds a monitor.PoolCollector per pool here.
+// program adds here a monitor.PoolCollector per goroutine pool, a
+// monitor.ProcPoolCollector per process pool and a monitor.JobQueueCollector
+// per job queue, as -demo does.
 func newRegistry(s *monitor.Sampler, cs ...prometheus.Collector) (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
 	return reg, monitor.Register(reg, s, cs...)

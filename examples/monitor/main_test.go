@@ -19,9 +19,11 @@ import (
 
 	"github.com/corework/corework/monitor"
 	"github.com/corework/corework/pool"
+	"github.com/corework/corework/procpool"
 )
 
 func TestMain(m *testing.M) {
+	procpool.Main() // the -demo tests start worker processes of this binary
 	goleak.VerifyTestMain(m)
 }
 
@@ -61,15 +63,16 @@ func TestMonitorStopsOnCancel(t *testing.T) {
 	}
 }
 
-// The prometheus subcommand serves /metrics until its context is
-// cancelled, then shuts down and returns nil.
-func TestPrometheusServesAndStops(t *testing.T) {
+// startPrometheus runs the prometheus subcommand with args on a loopback
+// port and returns the URL of /metrics and a function that cancels it and
+// checks that it returns nil in time.
+func startPrometheus(t *testing.T, args ...string) (url string, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"prometheus", "-addr", "127.0.0.1:0", "-interval", "100ms"}, pw, io.Discard)
+		done <- run(ctx, append([]string{"prometheus", "-addr", "127.0.0.1:0", "-interval", "100ms"}, args...), pw, io.Discard)
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
@@ -78,11 +81,30 @@ func TestPrometheusServesAndStops(t *testing.T) {
 		t.Fatal(<-done, err)
 	}
 	go io.Copy(io.Discard, pr) // drain the rest; ends when pw closes
-	url := strings.Fields(line)[1]
+	stop = func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run = %v, want nil after cancel", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("prometheus subcommand did not stop")
+		}
+	}
+	url = strings.Fields(line)[1]
 	if !strings.HasPrefix(url, "http://127.0.0.1:") || !strings.HasSuffix(url, "/metrics") {
+		stop()
 		t.Fatalf("serving line %q", line)
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	return url, stop
+}
+
+// get returns the body of one scrape of url.
+func get(t *testing.T, url string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,19 +118,58 @@ func TestPrometheusServesAndStops(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatal(resp.Status, err)
 	}
+	return string(body)
+}
+
+// The prometheus subcommand serves /metrics until its context is
+// cancelled, then shuts down and returns nil.
+func TestPrometheusServesAndStops(t *testing.T) {
+	url, stop := startPrometheus(t)
+	defer stop()
+	body := get(t, url)
 	for _, name := range []string{"corework_cpu_core_usage_ratio{cpu=\"0\"}", "corework_memory_used_ratio", "go_goroutines", "process_cpu_seconds_total"} {
-		if !strings.Contains(string(body), name) {
+		if !strings.Contains(body, name) {
 			t.Errorf("%s not served", name)
 		}
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("run = %v, want nil after cancel", err)
+	if strings.Contains(body, "corework_jobqueue_") || strings.Contains(body, "corework_procpool_") {
+		t.Error("job queue or process pool metrics served without -demo")
+	}
+}
+
+// With -demo, the prometheus subcommand also runs a job queue whose jobs
+// run on goroutines and in two worker processes: /metrics soon shows jobs
+// of both types succeeded, both workers alive, a run-duration histogram and
+// the workers' process rows; cancelling stops it all (goleak checks the
+// goroutines, procpool the processes).
+func TestPrometheusDemo(t *testing.T) {
+	url, stop := startPrometheus(t, "-demo")
+	defer stop()
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^corework_jobqueue_jobs_total\{queue="demo",state="succeeded",type="primes"\} [1-9]`),
+		regexp.MustCompile(`(?m)^corework_jobqueue_jobs_total\{queue="demo",state="succeeded",type="upload"\} [1-9]`),
+		regexp.MustCompile(`(?m)^corework_jobqueue_run_duration_seconds_bucket\{queue="demo",type="primes",le="\+Inf"\} [1-9]`),
+		regexp.MustCompile(`(?m)^corework_procpool_workers_alive\{pool="demo"\} 2$`),
+		regexp.MustCompile(`(?m)^corework_procpool_worker_tasks_total\{pool="demo",worker="1"\} [1-9]`),
+		// This process and its two workers, the children.
+		regexp.MustCompile(`(?m)(^corework_process_last_cpu\{.*\n){3}`),
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		body := get(t, url)
+		var missing []string
+		for _, re := range want {
+			if !re.MatchString(body) {
+				missing = append(missing, re.String())
+			}
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("prometheus subcommand did not stop")
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 15s, /metrics lacks %q:\n%s", missing, body)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -229,13 +290,30 @@ func TestMetricNames(t *testing.T) {
 }
 
 // Every PromQL expression of the dashboard uses only names the registry of
-// the prometheus subcommand exports, plus those of a pool collector.
+// the prometheus subcommand exports with -demo (a job queue and a process
+// pool), plus those of a goroutine pool collector.
 func TestDashboardUsesExportedMetrics(t *testing.T) {
 	s, err := monitor.NewSampler(monitor.WithMinWindow(10 * time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := newRegistry(s, monitor.PoolCollector("images", func() pool.Stats { return pool.Stats{} }))
+	dm, err := startDemo(io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := dm.stopDemo(); err != nil {
+			t.Error(err)
+		}
+	}()
+	// The per-worker last CPU is exported while a worker process runs, the
+	// wait histogram of a priority once a job has started at it.
+	for deadline := time.Now().Add(10 * time.Second); dm.pool.Stats().Alive < 2 || dm.queue.Stats().Wait.Count == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("demo not started: %+v, %d jobs started", dm.pool.Stats(), dm.queue.Stats().Wait.Count)
+		}
+	}
+	reg, err := newRegistry(s, append(dm.collectors(), monitor.PoolCollector("images", func() pool.Stats { return pool.Stats{} }))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +354,9 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 	}
 	// The dashboard charts what the issue asks for.
 	for _, n := range []string{"corework_cpu_seconds_total", "corework_cpu_core_usage_ratio", "corework_memory_used_bytes",
-		"corework_load1", "corework_process_last_cpu", "corework_pool_tasks_completed_total"} {
+		"corework_load1", "corework_process_last_cpu", "corework_pool_tasks_completed_total",
+		"corework_jobqueue_jobs_total", "corework_jobqueue_depth", "corework_jobqueue_run_duration_seconds_bucket",
+		"corework_procpool_workers_alive", "corework_procpool_restarts_total"} {
 		if !used[n] {
 			t.Errorf("dashboard does not chart %s", n)
 		}
