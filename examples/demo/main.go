@@ -6,7 +6,7 @@
 //	go run ./examples/demo                       # generated images, worker processes
 //	go run ./examples/demo -mode goroutines      # the same on a goroutine pool
 //	go run ./examples/demo -in photos -out thumbs
-//	go run ./examples/demo -http 127.0.0.1:8080  # also serve /metrics while it runs
+//	go run ./examples/demo -http 127.0.0.1:8080  # also the browser dashboard and /metrics while it runs
 //	go run ./examples/demo -quick                # a small batch, for a smoke test
 //
 // The batch runs twice: once on one worker, then on one worker per CPU, so
@@ -19,8 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,8 +28,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/corework/corework/affinity"
 	"github.com/corework/corework/monitor"
@@ -49,7 +45,7 @@ type config struct {
 	sizes   []int  // thumbnail sizes (longer side, pixels)
 	in      string // directory of input images; empty means generate
 	out     string // output directory; empty means a new temp dir
-	http    string // address for /metrics; empty means none
+	http    string // address for /metrics and the dashboard; empty means none
 	live    bool   // draw the live dashboard
 	tick    time.Duration
 }
@@ -67,7 +63,7 @@ func main() {
 	flag.StringVar(&sizes, "sizes", "64,128,256,512", "thumbnail sizes in pixels (longer side)")
 	flag.StringVar(&cfg.in, "in", "", "directory of input images (default: generate them)")
 	flag.StringVar(&cfg.out, "out", "", "output directory (default: a new temporary directory)")
-	flag.StringVar(&cfg.http, "http", "", "serve /metrics on this address while running, e.g. 127.0.0.1:8080")
+	flag.StringVar(&cfg.http, "http", "", "serve the browser dashboard and /metrics on this address while running, e.g. 127.0.0.1:8080")
 	flag.BoolVar(&quick, "quick", false, "a small batch that finishes in a few seconds")
 	flag.Parse()
 
@@ -155,12 +151,12 @@ func run(ctx context.Context, w io.Writer, cfg config) (report, error) {
 	if err != nil {
 		return r, err
 	}
+	var site *web
 	if cfg.http != "" {
-		stopHTTP, err := serveMetrics(cfg.http, sampler, w)
-		if err != nil {
+		if site, err = serveWeb(cfg.http, sampler, w); err != nil {
 			return r, err
 		}
-		defer stopHTTP()
+		defer site.close()
 	}
 
 	// Inputs: the given directory, or images generated in parallel.
@@ -215,7 +211,7 @@ func run(ctx context.Context, w io.Writer, cfg config) (report, error) {
 	}
 	r.Jobs = len(oneJobs)
 	fmt.Fprintf(w, "== Phase 1 of 2: one worker (the baseline)\n")
-	if r.One, err = runPhase(ctx, w, cfg, 1, oneJobs, sampler); err != nil {
+	if r.One, err = runPhase(ctx, w, cfg, 1, oneJobs, sampler, site); err != nil {
 		return r, err
 	}
 	fullJobs, err := jobs("thumbnails")
@@ -223,7 +219,7 @@ func run(ctx context.Context, w io.Writer, cfg config) (report, error) {
 		return r, err
 	}
 	fmt.Fprintf(w, "\n== Phase 2 of 2: %d workers\n", cfg.workers)
-	if r.Full, err = runPhase(ctx, w, cfg, cfg.workers, fullJobs, sampler); err != nil {
+	if r.Full, err = runPhase(ctx, w, cfg, cfg.workers, fullJobs, sampler, site); err != nil {
 		return r, err
 	}
 	for _, j := range fullJobs {
@@ -243,32 +239,4 @@ func describe(cfg config) string {
 		pin = "pinned one per CPU"
 	}
 	return fmt.Sprintf("%d worker processes, %s", cfg.workers, pin)
-}
-
-// serveMetrics serves /metrics (system metrics) on addr until the
-// returned function is called.
-func serveMetrics(addr string, s *monitor.Sampler, w io.Writer) (func(), error) {
-	reg := prometheus.NewRegistry()
-	if err := monitor.Register(reg, s); err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", monitor.Handler(reg))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	fmt.Fprintf(w, "metrics: http://%s/metrics\n", ln.Addr())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	}, nil
 }

@@ -5,6 +5,9 @@ import (
 	"context"
 	"image"
 	_ "image/png"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +16,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/corework/corework/jobqueue"
+	"github.com/corework/corework/monitor"
 	"github.com/corework/corework/procpool"
 )
 
@@ -119,5 +124,64 @@ func TestFit(t *testing.T) {
 		if w, h := fit(c.w, c.h, c.size); w != c.ww || h != c.wh {
 			t.Errorf("fit(%d,%d,%d) = %d,%d want %d,%d", c.w, c.h, c.size, w, h, c.ww, c.wh)
 		}
+	}
+}
+
+func TestHTTPDashboard(t *testing.T) {
+	cfg := quickConfig(t, "processes")
+	cfg.http = "127.0.0.1:0"
+	var out bytes.Buffer
+	if _, err := run(context.Background(), &out, cfg); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "dashboard: http://127.0.0.1:") {
+		t.Fatalf("no dashboard address in:\n%s", out.String())
+	}
+}
+
+func TestWebDuringPhase(t *testing.T) {
+	s, err := monitor.NewSampler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	site, err := serveWeb("127.0.0.1:0", s, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer site.close()
+	srv := httptest.NewServer(site)
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/"); code != http.StatusServiceUnavailable {
+		t.Fatalf("dashboard between phases: %d, want 503", code)
+	}
+	q, err := jobqueue.New(jobqueue.Config{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobqueue.HandleFunc(q, "thumbnail", makeThumbnail)
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	site.attach(q, nil)
+	code, body := get("/")
+	if code != http.StatusOK || !strings.Contains(body, "<html") {
+		t.Fatalf("dashboard during a phase: %d %.100q", code, body)
+	}
+	code, body = get("/metrics")
+	if code != http.StatusOK || !strings.Contains(body, "corework_jobqueue_workers") || !strings.Contains(body, "corework_cpu_usage_ratio") {
+		t.Fatalf("metrics: %d, missing queue or CPU series", code)
+	}
+	site.detach()
+	if err := q.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

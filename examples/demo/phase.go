@@ -44,7 +44,7 @@ func priorityFor(size int, sizes []int) jobqueue.Priority {
 // runPhase runs every job through a priority queue whose handler does the
 // CPU work in worker processes (or on the queue's goroutines) and draws the
 // dashboard while it runs.
-func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []thumbIn, sampler *monitor.Sampler) (phaseResult, error) {
+func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []thumbIn, sampler *monitor.Sampler, site *web) (phaseResult, error) {
 	res := phaseResult{Workers: workers, ByWorker: map[string]int{}, ByCPU: map[int]int{},
 		FirstDone: map[int]time.Duration{}, LastDone: map[int]time.Duration{}}
 
@@ -94,6 +94,10 @@ func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []
 	// they finish shows the priorities at work.
 	if err := q.Start(); err != nil {
 		return res, err
+	}
+	if site != nil {
+		site.attach(q, pp)
+		defer site.detach() // before the queue's Shutdown, deferred earlier
 	}
 
 	dash := &dashboard{w: w, live: cfg.live, sampler: sampler, pool: pp, total: len(jobs), workers: workers, start: start}
