@@ -37,11 +37,17 @@
 // gob.Encoder per direction, so a type's description crosses once. The
 // parent keeps a window of requests in flight per worker and batches the
 // writes; the worker batches its replies while more requests are buffered.
+// The goroutine that reads a worker's replies sends it the next queued
+// requests itself, so a stream of tasks costs the parent one wake-up per
+// reply batch: on a machine whose every CPU runs a worker, each wake-up of
+// the parent takes a CPU from a worker.
 // A Call that finds a worker idle writes its request and reads its reply
 // from its own goroutine, with no hand-off to the pool's goroutines. On
-// Linux the parent waits through the netpoller and the worker blocks in
-// read(2). Workers' stdout and stderr never carry the protocol: they are
-// forwarded line by line to Output, each line prefixed with "worker N: ".
+// Linux the parent waits through the netpoller, reading and writing its
+// non-blocking pipe ends with plain system calls that do not wake the Go
+// runtime's monitor thread, and the worker blocks in read(2). Workers'
+// stdout and stderr never carry the protocol: they are forwarded line by
+// line to Output, each line prefixed with "worker N: ".
 //
 // # Failures
 //

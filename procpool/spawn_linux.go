@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -56,4 +57,33 @@ func workerFiles(ppid int) (*os.File, *os.File, error) {
 		syscall.CloseOnExec(fd)
 	}
 	return os.NewFile(3, "procpool-requests"), os.NewFile(4, "procpool-replies"), nil
+}
+
+// sysRead and sysWrite are read(2) and write(2) on the parent's
+// non-blocking pipe ends. They skip the runtime's bookkeeping for a system
+// call that may block, which is not needed for one that never does and
+// would cost a wake-up of the runtime's monitor thread on each reply to an
+// otherwise idle parent.
+func sysRead(fd uintptr, p []byte) (int, error) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func sysWrite(fd uintptr, p []byte) (int, error) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }

@@ -40,3 +40,15 @@ func workerFiles(ppid int) (*os.File, *os.File, error) {
 	}
 	return os.NewFile(3, "procpool-requests"), os.NewFile(4, "procpool-replies"), nil
 }
+
+// sysRead and sysWrite are read(2) and write(2) on the parent's
+// non-blocking pipe ends.
+func sysRead(fd uintptr, p []byte) (int, error) {
+	n, err := syscall.Read(int(fd), p)
+	return max(n, 0), err
+}
+
+func sysWrite(fd uintptr, p []byte) (int, error) {
+	n, err := syscall.Write(int(fd), p)
+	return max(n, 0), err
+}

@@ -18,3 +18,7 @@ func pipe(bool) (r, w *os.File, err error) { return nil, nil, errNoWorkers }
 func sysProcAttr() *syscall.SysProcAttr { return nil }
 
 func workerFiles(int) (*os.File, *os.File, error) { return nil, nil, errNoWorkers }
+
+func sysRead(uintptr, []byte) (int, error) { return 0, errNoWorkers }
+
+func sysWrite(uintptr, []byte) (int, error) { return 0, errNoWorkers }

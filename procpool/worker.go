@@ -48,6 +48,7 @@ type proc struct {
 	pid    int
 	reqW   *os.File
 	repR   *os.File
+	reqC   *pipeConn // reqW's writes
 	stdout *lineWriter
 	stderr *lineWriter
 
@@ -168,7 +169,8 @@ func (s *slot) start() (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.fr = newFrameReader(w.repR, p.o.maxFrame)
+	w.reqC = newPipeConn(w.reqW)
+	w.fr = newFrameReader(newPipeConn(w.repR), p.o.maxFrame)
 	// Reap the process as soon as it ends, even while nobody reads its
 	// replies: no zombie, and its death wakes the reader.
 	go func() {
@@ -299,17 +301,29 @@ func (w *proc) canSend() bool {
 }
 
 // sendLoop moves requests from the pool's queue to the worker, batching
-// every request it can take without waiting into one write.
+// every request it can take without waiting into one write, whenever the
+// reader does not (see refill): at the start of a burst, after a full
+// pipe, and for retirement.
 func (w *proc) sendLoop() {
 	defer close(w.senderDone)
 	p := w.s.p
 	for {
-		for !w.canSend() {
+		// Write what the reader left unsent (see refill), waiting for the
+		// pipe if need be.
+		w.sendMu.Lock()
+		err := w.flush()
+		w.sendMu.Unlock()
+		if err != nil {
+			w.kill(killBroken)
+			return
+		}
+		if !w.canSend() {
 			select {
 			case <-w.credit:
 			case <-w.stop:
 				return
 			}
+			continue
 		}
 		w.sendMu.Lock()
 		full := w.full()
@@ -336,6 +350,11 @@ func (w *proc) sendLoop() {
 			w.retire()
 			return
 		}
+		if !w.canSend() { // the reader filled the window meanwhile
+			w.sendMu.Unlock()
+			p.requeue(r)
+			continue
+		}
 		w.add(r)
 		for w.canSend() && len(w.ob.b) < flushBytes && !w.full() {
 			r, ok := p.tryTake()
@@ -344,13 +363,56 @@ func (w *proc) sendLoop() {
 			}
 			w.add(r)
 		}
-		err := w.flush()
+		err = w.flush()
 		w.sendMu.Unlock()
 		w.wakeReader()
 		if err != nil {
 			w.kill(killBroken)
 			return
 		}
+	}
+}
+
+// refill runs in the reader after a reply opened the window: it sends the
+// next queued requests itself, writing only what the pipe takes without
+// waiting, so that a steady stream of tasks costs the parent one wake-up per
+// reply instead of a hand-off to the sender goroutine (on a machine whose
+// every CPU runs a worker, each wake-up of a parent thread preempts one).
+// It leaves the rest to the sender: the queue's blocking waits, retirement,
+// and bytes the pipe did not take.
+func (w *proc) refill() {
+	p := w.s.p
+	if !w.sendMu.TryLock() {
+		w.signalCredit()
+		return
+	}
+	if w.live && !w.retired && !isDone(w.stop) && len(w.ob.b) == 0 {
+		for w.canSend() && len(w.ob.b) < flushBytes && !w.full() {
+			r, ok := p.tryTake()
+			if !ok {
+				break
+			}
+			w.add(r)
+		}
+		if len(w.ob.b) > 0 {
+			n, err := w.reqC.writeNow(w.ob.b)
+			w.ob.b = w.ob.b[:copy(w.ob.b, w.ob.b[n:])]
+			if err != nil {
+				w.kill(killBroken) // the requests in flight are settled by finish
+			}
+		}
+	}
+	more := len(w.ob.b) > 0 || w.full() || w.canSend()
+	w.sendMu.Unlock()
+	if more {
+		w.signalCredit()
+	}
+}
+
+func (w *proc) signalCredit() {
+	select {
+	case w.credit <- struct{}{}:
+	default:
 	}
 }
 
@@ -418,7 +480,7 @@ func (w *proc) flush() error {
 	if len(w.ob.b) == 0 {
 		return nil
 	}
-	_, err := w.reqW.Write(w.ob.b)
+	_, err := w.reqC.Write(w.ob.b)
 	if cap(w.ob.b) > 4<<20 {
 		w.ob.b = nil
 	} else {
@@ -608,6 +670,11 @@ func (w *proc) readOne() error {
 		r.task.observe(dur / int64(max(r.n, 1)))
 		// Settle the counters and the window before the caller hears back.
 		next := w.pop()
+		if !w.fr.complete() || w.inflight.Load() == 0 {
+			// No more replies buffered: send what the window now allows
+			// in one write before the next read waits.
+			w.refill()
+		}
 		if whole != nil {
 			p.failed.Add(uint64(r.n))
 		} else {
@@ -667,10 +734,6 @@ func (w *proc) pop() (killNext bool) {
 	killNext = w.head < len(w.fifo) && w.fifo[w.head].kill.Load()
 	w.mu.Unlock()
 	w.inflight.Add(-1)
-	select {
-	case w.credit <- struct{}{}:
-	default:
-	}
 	return killNext
 }
 
