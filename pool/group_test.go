@@ -194,23 +194,29 @@ func TestMapSeqOrderAndWindow(t *testing.T) {
 func TestMapSeqBreakCancels(t *testing.T) {
 	p := New(2)
 	defer p.Close()
-	var canceled atomic.Int64
+	var started, finished, canceled atomic.Int64
 	count := 0
 	for range MapSeq(context.Background(), p, slices.Values(make([]int, 100)), func(ctx context.Context, _ int) (int, error) {
+		started.Add(1)
+		defer finished.Add(1)
 		select {
 		case <-ctx.Done():
 			canceled.Add(1)
 		case <-time.After(2 * time.Millisecond):
 		}
 		return 0, nil
-	}) {
+	}, Window(4)) {
 		count++
 		if count == 3 {
 			break
 		}
 	}
-	// The iterator has returned: nothing it started is still running.
-	if s := p.Stats(); s.Running != 0 || s.Waiting != 0 {
-		t.Fatalf("after break: %+v", s)
+	// The iterator has returned: every call it started has returned too,
+	// and it started no more than its window beyond what it yielded.
+	if s, f := started.Load(), finished.Load(); s != f || s > 3+4 {
+		t.Fatalf("after break: %d calls started, %d returned", s, f)
+	}
+	if s := p.Stats(); s.Waiting != 0 {
+		t.Fatalf("after break: tasks still queued: %+v", s)
 	}
 }

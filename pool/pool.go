@@ -316,14 +316,8 @@ func (p *Pool) waitIdle() {
 // spawn starts a new worker with t as its first task if the pool is below
 // its size.
 func (p *Pool) spawn(t task) bool {
-	for {
-		w := p.workers.Load()
-		if w >= p.size.Load() {
-			return false
-		}
-		if p.workers.CompareAndSwap(w, w+1) {
-			break
-		}
+	if !p.reserve() {
+		return false
 	}
 	slot := -1
 	if p.cpus != nil {
@@ -338,14 +332,8 @@ func (p *Pool) spawn(t task) bool {
 
 // spawnLocked starts a worker with no first task; p.mu is held.
 func (p *Pool) spawnLocked() bool {
-	for {
-		w := p.workers.Load()
-		if w >= p.size.Load() {
-			return false
-		}
-		if p.workers.CompareAndSwap(w, w+1) {
-			break
-		}
+	if !p.reserve() {
+		return false
 	}
 	slot := -1
 	if p.cpus != nil {
@@ -354,6 +342,19 @@ func (p *Pool) spawnLocked() bool {
 	p.wg.Add(1)
 	go p.worker(slot, task{})
 	return true
+}
+
+// reserve counts one more worker if the pool is below its size.
+func (p *Pool) reserve() bool {
+	for {
+		w := p.workers.Load()
+		if w >= p.size.Load() {
+			return false
+		}
+		if p.workers.CompareAndSwap(w, w+1) {
+			return true
+		}
+	}
 }
 
 // afterEnqueue makes sure a task just put in the queue has a worker to run
