@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -316,6 +317,11 @@ func (s *sender) run() {
 	}()
 	var hdr [ws.MaxHeaderSize]byte
 	for {
+		// A write costs far more than the frames it carries: yield once so
+		// that the goroutines that were made runnable with this one (the
+		// router with a job's event, other callers of send) can queue
+		// their frames into this batch.
+		runtime.Gosched()
 		s.mu.Lock()
 		batch := s.q
 		if len(batch) == 0 || s.state == senderDead {
