@@ -6,8 +6,9 @@ import (
 	"runtime/debug"
 )
 
-// ErrClosed is returned by Submit, TryGo and the Group and Map helpers once
-// the pool has been closed.
+// ErrClosed is returned by Submit, and is the task error of Group.Go, Map
+// and MapSeq, once the pool has been closed. (TryGo reports false instead;
+// Go panics.)
 var ErrClosed = errors.New("pool: closed")
 
 // PanicError is a panic recovered from a task. It carries the panic value

@@ -220,3 +220,32 @@ func TestMapSeqBreakCancels(t *testing.T) {
 		t.Fatalf("after break: tasks still queued: %+v", s)
 	}
 }
+
+// TestMapSeqContextEnds checks the documented end of a sequence whose
+// context ends: the items not started are skipped and the last yield
+// carries ctx.Err().
+func TestMapSeqContextEnds(t *testing.T) {
+	p := New(2)
+	defer p.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var started atomic.Int64
+	yields := 0
+	var last error
+	for _, err := range MapSeq(ctx, p, slices.Values(make([]int, 1000)), func(ctx context.Context, _ int) (int, error) {
+		started.Add(1)
+		return 0, nil
+	}, Window(2)) {
+		yields++
+		last = err
+		if yields == 5 {
+			cancel()
+		}
+	}
+	if !errors.Is(last, context.Canceled) {
+		t.Fatalf("last yield: %v, want context.Canceled", last)
+	}
+	if yields > 5+2+1 || started.Load() >= 1000 {
+		t.Fatalf("%d yields, %d calls started after the context ended at yield 5", yields, started.Load())
+	}
+}

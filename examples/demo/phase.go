@@ -100,13 +100,12 @@ func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []
 		defer site.detach() // before the queue's Shutdown, deferred earlier
 	}
 
-	dash := &dashboard{w: w, live: cfg.live, sampler: sampler, pool: pp, total: len(jobs), workers: workers, start: start}
+	dash := &dashboard{w: w, live: cfg.live, sampler: sampler, pool: pp, total: len(jobs), start: start}
 	tick := time.NewTicker(cfg.tick)
 	defer tick.Stop()
 	for res.Done+res.Failed < len(jobs) {
 		select {
 		case <-ctx.Done():
-			dash.finish()
 			return res, ctx.Err()
 		case <-tick.C:
 			dash.draw(ctx, res)
@@ -139,7 +138,6 @@ func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []
 	}
 	res.Elapsed = time.Since(start)
 	dash.draw(ctx, res)
-	dash.finish()
 	if res.Failed > 0 {
 		return res, fmt.Errorf("%d of %d thumbnails failed", res.Failed, len(jobs))
 	}
@@ -154,7 +152,6 @@ type dashboard struct {
 	sampler *monitor.Sampler
 	pool    *procpool.Pool
 	total   int
-	workers int
 	start   time.Time
 	lines   int // lines drawn last time, to move the cursor back
 }
@@ -193,8 +190,6 @@ func (d *dashboard) draw(ctx context.Context, res phaseResult) {
 	d.lines = strings.Count(b.String(), "\n")
 	io.WriteString(d.w, b.String())
 }
-
-func (d *dashboard) finish() {}
 
 func bar(ratio float64, width int) string {
 	ratio = min(max(ratio, 0), 1)
