@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -32,14 +31,6 @@ type web struct {
 	bridge *wsbridge.Server
 	q      *jobqueue.Queue
 	pp     *procpool.Pool
-}
-
-// system is the per-core view the dashboard draws from stats messages.
-type system struct {
-	CPU        float64   `json:"cpu"`
-	Cores      []float64 `json:"cores"`
-	MemoryUsed float64   `json:"memory_used"`
-	Load1      float64   `json:"load1"`
 }
 
 func serveWeb(addr string, s *monitor.Sampler, w io.Writer) (*web, error) {
@@ -85,7 +76,7 @@ func (h *web) attach(q *jobqueue.Queue, pp *procpool.Pool) {
 	b := wsbridge.New(q, wsbridge.Config{
 		Fallback:      wsbridge.Dashboard(),
 		StatsInterval: time.Second,
-		SystemStats:   h.systemStats,
+		SystemStats:   monitor.DashboardStats(h.sampler),
 	})
 	h.mu.Lock()
 	h.bridge, h.q, h.pp = b, q, pp
@@ -132,19 +123,4 @@ func (h *web) poolStats() procpool.Stats {
 		return procpool.Stats{}
 	}
 	return pp.Stats()
-}
-
-func (h *web) systemStats(ctx context.Context) (any, error) {
-	snap, err := h.sampler.Sample(ctx)
-	if len(snap.Cores) == 0 {
-		if err == nil {
-			err = errors.New("no CPU figures")
-		}
-		return nil, err
-	}
-	v := system{CPU: snap.CPU, MemoryUsed: snap.Memory.UsedRatio, Load1: snap.Load.Load1}
-	for _, c := range snap.Cores {
-		v.Cores = append(v.Cores, c.Usage)
-	}
-	return v, nil
 }

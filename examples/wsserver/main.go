@@ -144,7 +144,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	bridge := wsbridge.New(q, wsbridge.Config{
 		Fallback:      wsbridge.Dashboard(),
 		StatsInterval: cfg.statsTick,
-		SystemStats:   systemStats(sampler),
+		SystemStats:   monitor.DashboardStats(sampler),
 		OnError:       func(err error) { fmt.Fprintln(os.Stderr, "wsserver:", err) },
 	})
 	ln, err := net.Listen("tcp", cfg.addr)
@@ -180,29 +180,6 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	err = errors.Join(err, srv.Shutdown(sctx), bridge.Shutdown(sctx), q.Shutdown(sctx))
 	wg.Wait()
 	return err
-}
-
-// system is what the dashboard's CPU panel draws: usage ratios from 0 to 1.
-type system struct {
-	CPU        float64   `json:"cpu"`
-	Cores      []float64 `json:"cores"`
-	MemoryUsed float64   `json:"memory_used"`
-	Load1      float64   `json:"load1"`
-}
-
-// systemStats adapts a monitor.Sampler to wsbridge.Config.SystemStats.
-func systemStats(s *monitor.Sampler) func(context.Context) (any, error) {
-	return func(ctx context.Context) (any, error) {
-		snap, err := s.Sample(ctx)
-		if len(snap.Cores) == 0 {
-			return nil, err
-		}
-		v := system{CPU: snap.CPU, MemoryUsed: snap.Memory.UsedRatio, Load1: snap.Load.Load1}
-		for _, c := range snap.Cores {
-			v.Cores = append(v.Cores, c.Usage)
-		}
-		return v, nil // partial errors (load, memory) leave the bars intact
-	}
 }
 
 // runClient is the terminal client session: it submits fibonacci jobs with

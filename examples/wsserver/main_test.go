@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/corework/corework/jobqueue"
-	"github.com/corework/corework/monitor"
 	"github.com/corework/corework/wsbridge"
 	"go.uber.org/goleak"
 )
@@ -157,26 +156,6 @@ func TestSleep(t *testing.T) {
 	}
 	if _, err := sleep(context.Background(), sleepIn{Seconds: -1}); !jobqueue.IsPermanent(err) {
 		t.Fatalf("sleep(-1): %v", err)
-	}
-}
-
-func TestSystemStats(t *testing.T) {
-	s, err := monitor.NewSampler(monitor.WithMinWindow(10*time.Millisecond), monitor.WithoutSelf())
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := systemStats(s)(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sys := v.(system)
-	if len(sys.Cores) == 0 || sys.CPU < 0 || sys.CPU > 1 {
-		t.Fatalf("system = %+v", sys)
-	}
-	for _, u := range sys.Cores {
-		if u < 0 || u > 1 {
-			t.Fatalf("core usage %v out of 0-1", u)
-		}
 	}
 }
 
