@@ -3,8 +3,6 @@ package monitor
 import (
 	"io"
 	"os"
-
-	"github.com/mattn/go-isatty"
 )
 
 // styled reports whether output to w may carry escape codes (colour, cursor
@@ -18,6 +16,8 @@ func styled(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	fd := f.Fd()
-	return isatty.IsTerminal(fd) || isatty.IsCygwinTerminal(fd)
+	// A terminal is a character device (so is /dev/null, where escape
+	// codes do no harm); a pipe or a regular file is not.
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
