@@ -69,14 +69,14 @@ func BenchmarkScaling(b *testing.B) {
 	}
 	for w := 1; w <= runtime.GOMAXPROCS(0); w++ {
 		b.Run(fmt.Sprintf("process/workers=%d", w), func(b *testing.B) {
-			p, err := procpool.New(procpool.Workers(w), procpool.Output(io.Discard))
+			p, err := procpool.New(procpool.WithWorkers(w), procpool.WithOutput(io.Discard))
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer p.Close()
 			ctx := context.Background()
 			reportScaling(b, "process", w, func() {
-				out, err := procFib.Map(ctx, p, jobs, procpool.ChunkSize(1))
+				out, err := procFib.Map(ctx, p, jobs, procpool.WithChunkSize(1))
 				if err != nil {
 					b.Fatal(err)
 				}

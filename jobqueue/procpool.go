@@ -9,7 +9,7 @@ import (
 	"github.com/corework/corework/procpool"
 )
 
-// InProcess returns a Handler that runs each job as a call of task in a
+// ProcPoolHandler returns a Handler that runs each job as a call of task in a
 // worker process of pool, for CPU-bound work that must be killable: when
 // the job times out or is canceled, procpool kills the worker process
 // running it (and starts a new one), so the job's worker goroutine is freed
@@ -17,7 +17,7 @@ import (
 // handler:
 //
 //	var fibTask = procpool.Register("fib", fib) // package level, in every process
-//	q.Handle("fib", jobqueue.InProcess(fibTask, pool))
+//	q.Handle("fib", jobqueue.ProcPoolHandler(fibTask, pool))
 //
 // The job's payload is decoded from JSON into In as by HandleFunc (a
 // payload that does not decode fails at once with ErrBadPayload), sent to
@@ -29,7 +29,7 @@ import (
 // size, task not registered in the workers) fail at once. The program must
 // call procpool.Main first in main. The pool is the caller's: it must
 // outlive the Queue's Shutdown.
-func InProcess[In, Out any](task *procpool.Task[In, Out], pool *procpool.Pool) Handler {
+func ProcPoolHandler[In, Out any](task *procpool.Task[In, Out], pool *procpool.Pool) Handler {
 	if task == nil || pool == nil {
 		panic("jobqueue: InProcess with a nil task or pool")
 	}

@@ -25,7 +25,7 @@ var (
 )
 
 func TestInProcess(t *testing.T) {
-	pool, err := procpool.New(procpool.Workers(1))
+	pool, err := procpool.New(procpool.WithWorkers(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,9 +43,9 @@ func TestInProcess(t *testing.T) {
 		errs = append(errs, err)
 		mu.Unlock()
 	}})
-	q.Handle("square", jobqueue.InProcess(procSquare, pool))
-	q.Handle("spin", jobqueue.InProcess(procSpin, pool))
-	q.Handle("panic", jobqueue.InProcess(procPanic, pool))
+	q.Handle("square", jobqueue.ProcPoolHandler(procSquare, pool))
+	q.Handle("spin", jobqueue.ProcPoolHandler(procSpin, pool))
+	q.Handle("panic", jobqueue.ProcPoolHandler(procPanic, pool))
 	q.Start()
 	ctx := context.Background()
 	run := func(typ, payload string, timeout time.Duration) (jobqueue.JobInfo, error) {

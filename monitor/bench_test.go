@@ -40,7 +40,7 @@ func BenchmarkSample(b *testing.B) {
 // two types at the four named priorities (so six histograms of 33 buckets
 // each). Target: <= 2 ms.
 func BenchmarkScrape(b *testing.B) {
-	b.Run("pool", func(b *testing.B) { benchScrape(b, monitor.PoolCollector("images", poolStats)) })
+	b.Run("pool", func(b *testing.B) { benchScrape(b, monitor.NewPoolCollector("images", poolStats)) })
 	b.Run("library", func(b *testing.B) {
 		q, err := jobqueue.New(jobqueue.Config{Workers: 2})
 		if err != nil {
@@ -59,10 +59,10 @@ func BenchmarkScrape(b *testing.B) {
 			}
 		}
 		benchScrape(b,
-			monitor.PoolCollector("images", poolStats),
-			monitor.ProcPoolCollector("thumbs", procPoolStats),
-			monitor.JobQueueCollector("media", q.Stats),
-			monitor.WSBridgeCollector("api", wsBridgeStats))
+			monitor.NewPoolCollector("images", poolStats),
+			monitor.NewProcPoolCollector("thumbs", procPoolStats),
+			monitor.NewJobQueueCollector("media", q.Stats),
+			monitor.NewWSBridgeCollector("api", wsBridgeStats))
 	})
 }
 

@@ -65,7 +65,7 @@ var cpuModes = [...]struct {
 
 type systemCollector struct{ s *Sampler }
 
-// NewCollector returns a Prometheus collector that takes a Sample from s at
+// NewSystemCollector returns a Prometheus collector that takes a Sample from s at
 // every scrape and exports, under the corework_ namespace:
 //
 //	corework_cpu_usage_ratio                    gauge   all CPUs, 0 to 1
@@ -86,7 +86,7 @@ type systemCollector struct{ s *Sampler }
 // view shares that window. A Sample error is reported to the scrape as an
 // invalid metric, beside every metric that was read. Collect blocks as long
 // as Sample does; the first scrape waits for the first window.
-func NewCollector(s *Sampler) prometheus.Collector {
+func NewSystemCollector(s *Sampler) prometheus.Collector {
 	return systemCollector{s}
 }
 

@@ -109,11 +109,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	s := newSampler(t, monitor.WithMinWindow(50*time.Millisecond))
 	reg := prometheus.NewRegistry()
 	if err := monitor.Register(reg, s,
-		monitor.PoolCollector("images", poolStats),
-		monitor.PoolCollector("mail", func() pool.Stats { return pool.Stats{Size: 2} }),
-		monitor.ProcPoolCollector("thumbs", procPoolStats),
-		monitor.JobQueueCollector("media", jobQueueStats),
-		monitor.WSBridgeCollector("api", wsBridgeStats),
+		monitor.NewPoolCollector("images", poolStats),
+		monitor.NewPoolCollector("mail", func() pool.Stats { return pool.Stats{Size: 2} }),
+		monitor.NewProcPoolCollector("thumbs", procPoolStats),
+		monitor.NewJobQueueCollector("media", jobQueueStats),
+		monitor.NewWSBridgeCollector("api", wsBridgeStats),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -286,11 +286,11 @@ func TestMetricsEndpoint(t *testing.T) {
 func TestCollectorsLint(t *testing.T) {
 	s := newSampler(t, monitor.WithMinWindow(0))
 	for name, c := range map[string]prometheus.Collector{
-		"system":   monitor.NewCollector(s),
-		"pool":     monitor.PoolCollector("images", poolStats),
-		"procpool": monitor.ProcPoolCollector("thumbs", procPoolStats),
-		"jobqueue": monitor.JobQueueCollector("media", jobQueueStats),
-		"wsbridge": monitor.WSBridgeCollector("api", wsBridgeStats),
+		"system":   monitor.NewSystemCollector(s),
+		"pool":     monitor.NewPoolCollector("images", poolStats),
+		"procpool": monitor.NewProcPoolCollector("thumbs", procPoolStats),
+		"jobqueue": monitor.NewJobQueueCollector("media", jobQueueStats),
+		"wsbridge": monitor.NewWSBridgeCollector("api", wsBridgeStats),
 	} {
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {
@@ -332,12 +332,12 @@ corework_pool_tasks_waiting{pool="images"} 3
 # TYPE corework_pool_workers gauge
 corework_pool_workers{pool="images"} 6
 `
-	if err := testutil.CollectAndCompare(monitor.PoolCollector("images", poolStats), strings.NewReader(want)); err != nil {
+	if err := testutil.CollectAndCompare(monitor.NewPoolCollector("images", poolStats), strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(monitor.PoolCollector("images", poolStats))
-	if err := reg.Register(monitor.PoolCollector("images", poolStats)); err == nil {
+	reg.MustRegister(monitor.NewPoolCollector("images", poolStats))
+	if err := reg.Register(monitor.NewPoolCollector("images", poolStats)); err == nil {
 		t.Error("a second pool collector with the same name registered")
 	}
 }
@@ -348,5 +348,5 @@ func TestPoolCollectorNil(t *testing.T) {
 			t.Errorf("recovered %v, want a monitor: panic", r)
 		}
 	}()
-	monitor.PoolCollector("x", nil)
+	monitor.NewPoolCollector("x", nil)
 }

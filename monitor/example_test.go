@@ -72,7 +72,7 @@ func ExampleRegister() {
 	}
 	stats := func() pool.Stats { return pool.Stats{Size: 4} } // normally p.Stats
 	reg := prometheus.NewRegistry()
-	if err := monitor.Register(reg, s, monitor.PoolCollector("images", stats)); err != nil {
+	if err := monitor.Register(reg, s, monitor.NewPoolCollector("images", stats)); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -117,7 +117,7 @@ func ExampleRegister() {
 // A job queue's collector exports, among its counters and gauges, a real
 // Prometheus histogram of run durations per job type, whose buckets are
 // the powers of two nanoseconds from 2^10 to 2^42.
-func ExampleJobQueueCollector() {
+func ExampleNewJobQueueCollector() {
 	q, err := jobqueue.New(jobqueue.Config{Workers: 1})
 	if err != nil {
 		fmt.Println(err)
@@ -134,7 +134,7 @@ func ExampleJobQueueCollector() {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(monitor.JobQueueCollector("media", q.Stats))
+	reg.MustRegister(monitor.NewJobQueueCollector("media", q.Stats))
 	fams, err := reg.Gather()
 	if err != nil {
 		fmt.Println(err)

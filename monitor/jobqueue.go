@@ -16,10 +16,10 @@ var priorityLabels = func() []string {
 	return l
 }()
 
-// JobQueueCollector returns a Prometheus collector for one job queue,
+// NewJobQueueCollector returns a Prometheus collector for one job queue,
 // reading stats (normally the Queue's Stats method) once per scrape. Every
 // metric carries the label queue=name. stats must be safe to call from any
-// goroutine and should not block. JobQueueCollector panics if stats is nil.
+// goroutine and should not block. NewJobQueueCollector panics if stats is nil.
 // It exports:
 //
 //	corework_jobqueue_jobs_total{type,state}             counter jobs ended succeeded, failed or canceled
@@ -43,7 +43,7 @@ var priorityLabels = func() []string {
 // are the powers of two from 2^10 ns (1.024µs) to 2^42 ns (about 73
 // minutes), exact counts read off [jobqueue.Latency]'s Buckets, so
 // histogram_quantile over them is as precise as the bucket bounds allow.
-func JobQueueCollector(name string, stats func() jobqueue.Stats) prometheus.Collector {
+func NewJobQueueCollector(name string, stats func() jobqueue.Stats) prometheus.Collector {
 	if stats == nil {
 		panic("monitor: JobQueueCollector with nil stats")
 	}

@@ -40,7 +40,7 @@ func TestJobQueueCollector(t *testing.T) {
 	jobqueue.HandleFunc(q, "broken", func(ctx context.Context, _ any) (int, error) {
 		return 0, jobqueue.Permanent(errors.New("always fails"))
 	})
-	c := monitor.JobQueueCollector("media", q.Stats)
+	c := monitor.NewJobQueueCollector("media", q.Stats)
 
 	// Before Start: five pending jobs at two levels, one scheduled.
 	ctx := t.Context()
@@ -213,7 +213,7 @@ corework_jobqueue_run_duration_seconds_bucket{queue="q",type="mail",le="+Inf"} 3
 corework_jobqueue_run_duration_seconds_sum{queue="q",type="mail"} 1.5
 corework_jobqueue_run_duration_seconds_count{queue="q",type="mail"} 3
 `
-	c := monitor.JobQueueCollector("q", stats)
+	c := monitor.NewJobQueueCollector("q", stats)
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "corework_jobqueue_run_duration_seconds"); err != nil {
 		t.Error(err)
 	}
@@ -226,5 +226,5 @@ func TestJobQueueCollectorNil(t *testing.T) {
 			t.Errorf("recovered %v, want a monitor: panic", r)
 		}
 	}()
-	monitor.JobQueueCollector("x", nil)
+	monitor.NewJobQueueCollector("x", nil)
 }

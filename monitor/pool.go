@@ -5,12 +5,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// PoolCollector returns a Prometheus collector for one goroutine pool,
+// NewPoolCollector returns a Prometheus collector for one goroutine pool,
 // reading stats (normally the pool's Stats method) once per scrape. Every
 // metric carries the label pool=name, so several pools can be registered on
 // one registry under different names; registering two with the same name
 // fails. stats must be safe to call from any goroutine and should not block.
-// PoolCollector panics if stats is nil. It exports:
+// NewPoolCollector panics if stats is nil. It exports:
 //
 //	corework_pool_size                         gauge   configured maximum of workers
 //	corework_pool_workers                      gauge   worker goroutines alive
@@ -21,7 +21,7 @@ import (
 //	corework_pool_tasks_panicked_total         counter
 //	corework_pool_queue_wait_seconds_total     counter summed wait before start
 //	corework_pool_queue_wait_max_seconds       gauge   longest single wait
-func PoolCollector(name string, stats func() pool.Stats) prometheus.Collector {
+func NewPoolCollector(name string, stats func() pool.Stats) prometheus.Collector {
 	if stats == nil {
 		panic("monitor: PoolCollector with nil stats")
 	}

@@ -7,12 +7,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// ProcPoolCollector returns a Prometheus collector for one process pool,
+// NewProcPoolCollector returns a Prometheus collector for one process pool,
 // reading stats (normally the pool's Stats method) once per scrape. Every
 // metric carries the label pool=name; the per-worker ones also carry
 // worker, the slot number (0 to workers-1), which stays the same when the
 // slot's process is replaced, so restarts add no series. stats must be safe
-// to call from any goroutine and should not block. ProcPoolCollector panics
+// to call from any goroutine and should not block. NewProcPoolCollector panics
 // if stats is nil. It exports:
 //
 //	corework_procpool_workers                      gauge   configured number of workers
@@ -31,7 +31,7 @@ import (
 //
 // The process rows of a [Sampler] (its CPU usage, memory and affinity) show
 // the same workers by PID: they are this process's children.
-func ProcPoolCollector(name string, stats func() procpool.Stats) prometheus.Collector {
+func NewProcPoolCollector(name string, stats func() procpool.Stats) prometheus.Collector {
 	if stats == nil {
 		panic("monitor: ProcPoolCollector with nil stats")
 	}

@@ -81,7 +81,7 @@ func lint(t *testing.T, c prometheus.Collector) {
 // pool and per worker slot, and a default Sampler shows the workers as
 // child process rows.
 func TestProcPoolCollector(t *testing.T) {
-	p, err := procpool.New(procpool.Workers(2), procpool.Output(io.Discard))
+	p, err := procpool.New(procpool.WithWorkers(2), procpool.WithOutput(io.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestProcPoolCollector(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	c := monitor.ProcPoolCollector("thumbs", p.Stats)
+	c := monitor.NewProcPoolCollector("thumbs", p.Stats)
 	lint(t, c)
 	const want = `
 # HELP corework_procpool_crashes_total Workers that ended without being asked to.
@@ -198,5 +198,5 @@ func TestProcPoolCollectorNil(t *testing.T) {
 			t.Errorf("recovered %v, want a monitor: panic", r)
 		}
 	}()
-	monitor.ProcPoolCollector("x", nil)
+	monitor.NewProcPoolCollector("x", nil)
 }

@@ -12,15 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Register registers on reg the system collector of s (see [NewCollector]),
+// Register registers on reg the system collector of s (see [NewSystemCollector]),
 // the Go runtime collector (go_*) and the process collector of this process
-// (process_*), then each collector of cs: a [PoolCollector],
-// [ProcPoolCollector], [JobQueueCollector] or [WSBridgeCollector], say. It
+// (process_*), then each collector of cs: a [NewPoolCollector],
+// [NewProcPoolCollector], [NewJobQueueCollector] or [NewWSBridgeCollector], say. It
 // registers all it can and returns the errors joined; a collector already
 // registered gives a prometheus.AlreadyRegisteredError.
 func Register(reg prometheus.Registerer, s *Sampler, cs ...prometheus.Collector) error {
 	all := append([]prometheus.Collector{
-		NewCollector(s),
+		NewSystemCollector(s),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}, cs...)

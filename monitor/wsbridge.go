@@ -5,10 +5,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// WSBridgeCollector returns a Prometheus collector for one WebSocket bridge
+// NewWSBridgeCollector returns a Prometheus collector for one WebSocket bridge
 // server, reading stats (normally the Server's Stats method) once per
 // scrape. Every metric carries the label bridge=name. stats must be safe to
-// call from any goroutine and should not block. WSBridgeCollector panics if
+// call from any goroutine and should not block. NewWSBridgeCollector panics if
 // stats is nil. It exports:
 //
 //	corework_wsbridge_connections                          gauge   open now
@@ -22,7 +22,7 @@ import (
 //	corework_wsbridge_timeouts_total                       counter connections dropped for a missing pong or a write timeout
 //	corework_wsbridge_events_dropped_total                 counter non-final job events dropped while the router was behind
 //	corework_wsbridge_events_lost_total                    counter times the event subscription broke and was renewed
-func WSBridgeCollector(name string, stats func() wsbridge.Stats) prometheus.Collector {
+func NewWSBridgeCollector(name string, stats func() wsbridge.Stats) prometheus.Collector {
 	if stats == nil {
 		panic("monitor: WSBridgeCollector with nil stats")
 	}

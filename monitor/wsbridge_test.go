@@ -66,7 +66,7 @@ func TestWSBridgeCollector(t *testing.T) {
 		t.Fatal("a job of an unknown type was accepted")
 	}
 
-	col := monitor.WSBridgeCollector("api", bridge.Stats)
+	col := monitor.NewWSBridgeCollector("api", bridge.Stats)
 	lint(t, col)
 	st := bridge.Stats()
 	if st.MessagesIn < 2 || st.MessagesOut < 3 {
@@ -135,5 +135,5 @@ func TestWSBridgeCollectorNil(t *testing.T) {
 			t.Errorf("recovered %v, want a monitor: panic", r)
 		}
 	}()
-	monitor.WSBridgeCollector("x", nil)
+	monitor.NewWSBridgeCollector("x", nil)
 }

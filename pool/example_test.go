@@ -74,7 +74,7 @@ func ExampleMapSeq() {
 	words := slices.Values([]string{"go", "pool", "map"})
 	for n, err := range pool.MapSeq(context.Background(), p, words, func(_ context.Context, w string) (int, error) {
 		return len(w), nil
-	}, pool.Window(2)) {
+	}, pool.WithInFlight(2)) {
 		fmt.Println(n, err)
 	}
 	// Output:

@@ -10,17 +10,17 @@ import (
 // GroupOption configures a Group.
 type GroupOption func(*Group)
 
-// CollectErrors makes a Group run every task to the end and return all
+// WithCollectErrors makes a Group run every task to the end and return all
 // their errors joined with errors.Join, instead of cancelling the group's
 // context at the first error.
-func CollectErrors() GroupOption {
+func WithCollectErrors() GroupOption {
 	return func(g *Group) { g.collect = true }
 }
 
-// TaskTimeout gives each task of a Group a context that ends after d. A
+// WithTaskTimeout gives each task of a Group a context that ends after d. A
 // task that overruns gets context.DeadlineExceeded from its context; it is
 // not stopped by force, so it must watch its context.
-func TaskTimeout(d time.Duration) GroupOption {
+func WithTaskTimeout(d time.Duration) GroupOption {
 	return func(g *Group) { g.timeout = d }
 }
 

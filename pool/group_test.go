@@ -42,7 +42,7 @@ func TestGroupFirstErrorCancels(t *testing.T) {
 func TestGroupCollectErrors(t *testing.T) {
 	p := New(2)
 	defer p.Close()
-	g := p.Group(context.Background(), CollectErrors())
+	g := p.Group(context.Background(), WithCollectErrors())
 	var ran atomic.Int64
 	for i := 0; i < 6; i++ {
 		g.Go(func(ctx context.Context) error {
@@ -66,7 +66,7 @@ func TestGroupCollectErrors(t *testing.T) {
 func TestGroupTaskTimeoutAndPanic(t *testing.T) {
 	p := New(2)
 	defer p.Close()
-	g := p.Group(context.Background(), TaskTimeout(10*time.Millisecond), CollectErrors())
+	g := p.Group(context.Background(), WithTaskTimeout(10*time.Millisecond), WithCollectErrors())
 	g.Go(func(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
@@ -147,7 +147,7 @@ func TestMapSeqOrderAndWindow(t *testing.T) {
 		defer hw.leave()
 		time.Sleep(20 * time.Microsecond)
 		return 1, nil
-	}, Window(3))
+	}, WithInFlight(3))
 	i := 0
 	for v, err := range seq {
 		if err != nil || v != 1 {
@@ -205,7 +205,7 @@ func TestMapSeqBreakCancels(t *testing.T) {
 		case <-time.After(2 * time.Millisecond):
 		}
 		return 0, nil
-	}, Window(4)) {
+	}, WithInFlight(4)) {
 		count++
 		if count == 3 {
 			break
@@ -235,7 +235,7 @@ func TestMapSeqContextEnds(t *testing.T) {
 	for _, err := range MapSeq(ctx, p, slices.Values(make([]int, 1000)), func(ctx context.Context, _ int) (int, error) {
 		started.Add(1)
 		return 0, nil
-	}, Window(2)) {
+	}, WithInFlight(2)) {
 		yields++
 		last = err
 		if yields == 5 {

@@ -33,9 +33,9 @@ type MapOption func(*mapOptions)
 
 type mapOptions struct{ window int }
 
-// Window sets how many items MapSeq keeps in flight at once: the bound on
+// WithInFlight sets how many items MapSeq keeps in flight at once: the bound on
 // its memory. The default is twice the pool's size.
-func Window(n int) MapOption {
+func WithInFlight(n int) MapOption {
 	return func(o *mapOptions) { o.window = n }
 }
 

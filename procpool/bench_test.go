@@ -11,7 +11,7 @@ import (
 
 // BenchmarkCall measures one tiny task's round trip on an idle pool.
 func BenchmarkCall(b *testing.B) {
-	p, err := procpool.New(procpool.Workers(1))
+	p, err := procpool.New(procpool.WithWorkers(1))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -41,11 +41,11 @@ func BenchmarkMap(b *testing.B) {
 			defer p.Close()
 			ctx := context.Background()
 			// Let the pool learn the task's cost (window, chunk size).
-			if _, err := double.Map(ctx, p, in[:10_000], procpool.ChunkSize(bc.chunk)); err != nil {
+			if _, err := double.Map(ctx, p, in[:10_000], procpool.WithChunkSize(bc.chunk)); err != nil {
 				b.Fatal(err)
 			}
 			for b.Loop() {
-				if _, err := double.Map(ctx, p, in, procpool.ChunkSize(bc.chunk)); err != nil {
+				if _, err := double.Map(ctx, p, in, procpool.WithChunkSize(bc.chunk)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -76,17 +76,17 @@ func BenchmarkSpeedup(b *testing.B) {
 		n = len(set)
 	}
 	run := func(b *testing.B, workers int) float64 {
-		p, err := procpool.New(procpool.Workers(workers))
+		p, err := procpool.New(procpool.WithWorkers(workers))
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer p.Close()
 		ctx := context.Background()
-		if _, err := fibTask.Map(ctx, p, jobs[:workers], procpool.ChunkSize(1)); err != nil {
+		if _, err := fibTask.Map(ctx, p, jobs[:workers], procpool.WithChunkSize(1)); err != nil {
 			b.Fatal(err)
 		}
 		for b.Loop() {
-			if _, err := fibTask.Map(ctx, p, jobs, procpool.ChunkSize(1)); err != nil {
+			if _, err := fibTask.Map(ctx, p, jobs, procpool.WithChunkSize(1)); err != nil {
 				b.Fatal(err)
 			}
 		}

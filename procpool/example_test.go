@@ -24,7 +24,7 @@ var crash = procpool.Register("example.crash", func(_ context.Context, code int)
 // Example starts two worker processes and maps a task over them. The
 // program's main (here TestMain) calls procpool.Main first.
 func Example() {
-	p, err := procpool.New(procpool.Workers(2))
+	p, err := procpool.New(procpool.WithWorkers(2))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func Example() {
 	v, err := square.Call(ctx, p, 12)
 	fmt.Println(v, err)
 
-	out, err := square.Map(ctx, p, []int{1, 2, 3, 4, 5}, procpool.ChunkSize(2))
+	out, err := square.Map(ctx, p, []int{1, 2, 3, 4, 5}, procpool.WithChunkSize(2))
 	fmt.Println(out, err)
 	// Output:
 	// 144 <nil>
@@ -44,7 +44,7 @@ func Example() {
 // ExampleTask_Stream yields outputs as they complete, with their inputs'
 // indexes.
 func ExampleTask_Stream() {
-	p, err := procpool.New(procpool.Workers(2))
+	p, err := procpool.New(procpool.WithWorkers(2))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func ExampleTask_Stream() {
 // ExampleCrashError shows a worker dying in a task: only that call fails,
 // and a new worker takes its place.
 func ExampleCrashError() {
-	p, err := procpool.New(procpool.Workers(1), procpool.Output(os.Stdout))
+	p, err := procpool.New(procpool.WithWorkers(1), procpool.WithOutput(os.Stdout))
 	if err != nil {
 		log.Fatal(err)
 	}

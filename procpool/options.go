@@ -30,10 +30,10 @@ func (o *options) fail(format string, args ...any) {
 	}
 }
 
-// Workers sets the number of worker processes; n must be at least 1. The
+// WithWorkers sets the number of worker processes; n must be at least 1. The
 // default is the number of CPUs this process may run on (affinity.Allowed),
 // or runtime.NumCPU where that is unknown.
-func Workers(n int) Option {
+func WithWorkers(n int) Option {
 	return func(o *options) {
 		if n < 1 {
 			o.fail("Workers(%d): need at least 1", n)
@@ -42,21 +42,21 @@ func Workers(n int) Option {
 	}
 }
 
-// Pinned, when on, pins worker i to the i-th CPU of affinity.Allowed (modulo
+// WithPinnedWorkers, when on, pins worker i to the i-th CPU of affinity.Allowed (modulo
 // their count): the mask is set on the forking thread before exec, so every
 // thread of the worker, runtime threads included, inherits it and the Go
 // runtime in the worker sizes GOMAXPROCS to 1. On systems without affinity
 // support New fails with an error matching errors.ErrUnsupported.
-func Pinned(on bool) Option {
+func WithPinnedWorkers(on bool) Option {
 	return func(o *options) { o.pinned = on }
 }
 
-// MaxTasksPerWorker recycles a worker after it has been sent n tasks (items
+// WithMaxTasksPerWorker recycles a worker after it has been sent n tasks (items
 // of a chunk count one each): the parent stops sending to it, closes its
 // request pipe, lets it finish what it holds and exit, and starts a new
 // process in its place. Use it to return memory a task leaks. 0, the
 // default, never recycles.
-func MaxTasksPerWorker(n int) Option {
+func WithMaxTasksPerWorker(n int) Option {
 	return func(o *options) {
 		if n < 0 {
 			o.fail("MaxTasksPerWorker(%d): negative", n)
@@ -65,13 +65,13 @@ func MaxTasksPerWorker(n int) Option {
 	}
 }
 
-// Window sets the most requests the parent keeps in flight per worker
+// WithPipelineDepth sets the most requests the parent keeps in flight per worker
 // (default 64, at least 1). The parent sends a worker more than 2 requests
 // only while the work queued at it, estimated from each task's handler time
 // as the workers report it, stays under about 200 microseconds: tiny tasks
 // get a deep pipeline, long ones never wait behind a busy worker while
 // another idles.
-func Window(n int) Option {
+func WithPipelineDepth(n int) Option {
 	return func(o *options) {
 		if n < 1 {
 			o.fail("Window(%d): need at least 1", n)
@@ -80,11 +80,11 @@ func Window(n int) Option {
 	}
 }
 
-// Output sets where the workers' stdout and stderr go, line by line, each
+// WithOutput sets where the workers' stdout and stderr go, line by line, each
 // line prefixed with "worker N: ". The default is the parent's os.Stderr;
 // io.Discard silences them. Writes are serialized, so w need not be safe for
 // concurrent use. The protocol never uses stdout or stderr.
-func Output(w io.Writer) Option {
+func WithOutput(w io.Writer) Option {
 	return func(o *options) {
 		if w == nil {
 			w = io.Discard
@@ -93,11 +93,11 @@ func Output(w io.Writer) Option {
 	}
 }
 
-// Retry sends a call again, up to n more times, when the worker it was in
+// WithRetry sends a call again, up to n more times, when the worker it was in
 // flight on crashed (ErrWorkerCrashed). The default 0 fails such calls.
 // Tasks retried this way may run more than once, so they should be
 // idempotent.
-func Retry(n int) Option {
+func WithRetry(n int) Option {
 	return func(o *options) {
 		if n < 0 {
 			o.fail("Retry(%d): negative", n)
@@ -106,11 +106,11 @@ func Retry(n int) Option {
 	}
 }
 
-// MaxFrame sets the largest frame, in bytes, either side sends or accepts
+// WithMaxFrame sets the largest frame, in bytes, either side sends or accepts
 // (default DefaultMaxFrame, 64 MiB; between 1 KiB and 2 GiB-1). A call whose
 // input or output does not fit fails with ErrFrameTooLarge; a frame over the
 // limit arriving from the other side ends that worker.
-func MaxFrame(n int) Option {
+func WithMaxFrame(n int) Option {
 	return func(o *options) {
 		if n < minFrameLimit || n > maxFrameLimit {
 			o.fail("MaxFrame(%d): want %d to %d", n, minFrameLimit, maxFrameLimit)
@@ -127,14 +127,14 @@ type mapOptions struct {
 	ahead int
 }
 
-// ChunkSize sends n inputs per request: one frame carries n inputs and one
+// WithChunkSize sends n inputs per request: one frame carries n inputs and one
 // frame carries their n outputs, which amortizes the per-request cost over
 // tiny tasks. 0, the default, chooses automatically from the task's handler
 // time measured so far (about 100 microseconds of work per chunk, at most a
 // quarter of the inputs per worker; one by one for a task not measured yet,
 // up to 256 inputs per worker); 1 sends every input on its own. A crash
 // fails or retries a whole chunk.
-func ChunkSize(n int) MapOption {
+func WithChunkSize(n int) MapOption {
 	return func(o *mapOptions) {
 		if n < 0 {
 			n = 0
@@ -143,10 +143,10 @@ func ChunkSize(n int) MapOption {
 	}
 }
 
-// Ahead bounds Stream: at most n inputs are taken from the input sequence
+// WithInFlight bounds Stream: at most n inputs are taken from the input sequence
 // and not yet yielded (default: 64 per worker, and at least 4 chunks per
 // worker). Map holds all inputs anyway and ignores it.
-func Ahead(n int) MapOption {
+func WithInFlight(n int) MapOption {
 	return func(o *mapOptions) {
 		if n < 1 {
 			n = 1

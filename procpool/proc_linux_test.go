@@ -28,7 +28,7 @@ const helperEnv = "PROCPOOL_TEST_HELPER"
 // kills: it starts a pool, keeps both workers busy in a long task, prints
 // their PIDs and waits to be killed.
 func helperParent() int {
-	p, err := procpool.New(procpool.Workers(2))
+	p, err := procpool.New(procpool.WithWorkers(2))
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -91,7 +91,7 @@ func children() []string {
 // TestNoZombiesAfterClose: every worker, including crashed and recycled
 // ones, is waited for.
 func TestNoZombiesAfterClose(t *testing.T) {
-	p := newPool(t, procpool.Workers(2), procpool.MaxTasksPerWorker(3), procpool.Output(discard{}))
+	p := newPool(t, procpool.WithWorkers(2), procpool.WithMaxTasksPerWorker(3), procpool.WithOutput(discard{}))
 	ctx := context.Background()
 	for i := range 10 {
 		if _, err := double.Call(ctx, p, i); err != nil {
@@ -216,11 +216,11 @@ func TestPinned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPool(t, procpool.Workers(len(allowed)), procpool.Pinned(true))
+	p := newPool(t, procpool.WithWorkers(len(allowed)), procpool.WithPinnedWorkers(true))
 	ctx := context.Background()
 	// Keep every worker busy at once so each answers the next call.
 	for range 3 {
-		if _, err := allowedTask.Map(ctx, p, make([]int, 4*len(allowed)), procpool.ChunkSize(1)); err != nil {
+		if _, err := allowedTask.Map(ctx, p, make([]int, 4*len(allowed)), procpool.WithChunkSize(1)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,7 +238,7 @@ func TestPinned(t *testing.T) {
 			t.Errorf("worker %d last ran on CPU %d, want %d", i, w.CPU, allowed[i])
 		}
 	}
-	sets, err := allowedTask.Map(ctx, p, make([]int, 2*len(allowed)), procpool.ChunkSize(1))
+	sets, err := allowedTask.Map(ctx, p, make([]int, 2*len(allowed)), procpool.WithChunkSize(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,10 +268,10 @@ func TestKilledDuringMap(t *testing.T) {
 	}
 
 	t.Run("stream", func(t *testing.T) {
-		p := newPool(t, procpool.Workers(2))
+		p := newPool(t, procpool.WithWorkers(2))
 		victim := p.Stats().PerWorker[0].PID
 		seen, failed := 0, 0
-		for r, err := range sleepTask.Stream(ctx, p, seq(in), procpool.ChunkSize(1)) {
+		for r, err := range sleepTask.Stream(ctx, p, seq(in), procpool.WithChunkSize(1)) {
 			killAfter(p, &seen)
 			if r.Index < 0 {
 				t.Fatal(err)
@@ -301,14 +301,14 @@ func TestKilledDuringMap(t *testing.T) {
 	})
 
 	t.Run("map with retry", func(t *testing.T) {
-		p := newPool(t, procpool.Workers(2), procpool.Retry(1))
+		p := newPool(t, procpool.WithWorkers(2), procpool.WithRetry(1))
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
 			time.Sleep(35 * time.Millisecond)
 			killWorker(t, p, 0)
 		}()
-		out, err := sleepTask.Map(ctx, p, in, procpool.ChunkSize(1))
+		out, err := sleepTask.Map(ctx, p, in, procpool.WithChunkSize(1))
 		<-done
 		if err != nil {
 			t.Fatal(err)

@@ -93,7 +93,7 @@ func ints(n int) []int {
 }
 
 func TestCallBasic(t *testing.T) {
-	p, err := procpool.New(procpool.Workers(2))
+	p, err := procpool.New(procpool.WithWorkers(2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestCallBasic(t *testing.T) {
 		in[i] = i
 	}
 	for _, c := range []int{0, 1, 7, 100} {
-		out, err := double.Map(ctx, p, in, procpool.ChunkSize(c))
+		out, err := double.Map(ctx, p, in, procpool.WithChunkSize(c))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,11 +126,11 @@ func TestCallBasic(t *testing.T) {
 }
 
 func TestMapChunks(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	ctx := context.Background()
 	for _, n := range []int{0, 1, 2, 3, 1000} {
 		for _, c := range []int{0, 1, 7, 100, 5000} {
-			out, err := double.Map(ctx, p, ints(n), procpool.ChunkSize(c))
+			out, err := double.Map(ctx, p, ints(n), procpool.WithChunkSize(c))
 			if err != nil {
 				t.Fatalf("n=%d chunk=%d: %v", n, c, err)
 			}
@@ -164,13 +164,13 @@ var movePoint = procpool.Register("test.move", func(_ context.Context, p point) 
 // TestStructChunks: struct inputs and outputs with zero fields, chunked and
 // not, keep their values (gob omits zero fields).
 func TestStructChunks(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	in := make([]point, 500)
 	for i := range in {
 		in[i] = point{X: i - 1, Y: i % 3, Tag: strings.Repeat("a", i%2)}
 	}
 	for _, c := range []int{1, 13} {
-		out, err := movePoint.Map(context.Background(), p, in, procpool.ChunkSize(c))
+		out, err := movePoint.Map(context.Background(), p, in, procpool.WithChunkSize(c))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,11 +184,11 @@ func TestStructChunks(t *testing.T) {
 }
 
 func TestStream(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	ctx := context.Background()
 	for _, c := range []int{0, 1, 10} {
 		got := make(map[int]int)
-		for r, err := range double.Stream(ctx, p, seq(ints(1000)), procpool.ChunkSize(c)) {
+		for r, err := range double.Stream(ctx, p, seq(ints(1000)), procpool.WithChunkSize(c)) {
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -211,7 +211,7 @@ func TestStream(t *testing.T) {
 // TestStreamBounded: Stream never takes more than Ahead inputs beyond those
 // it yielded.
 func TestStreamBounded(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	const ahead = 8
 	var taken, yielded, high atomic.Int64
 	inputs := func(yield func(int) bool) {
@@ -225,7 +225,7 @@ func TestStreamBounded(t *testing.T) {
 		}
 	}
 	n := 0
-	for r, err := range double.Stream(context.Background(), p, inputs, procpool.Ahead(ahead), procpool.ChunkSize(3)) {
+	for r, err := range double.Stream(context.Background(), p, inputs, procpool.WithInFlight(ahead), procpool.WithChunkSize(3)) {
 		if err != nil || r.Value != 2*r.Index {
 			t.Fatalf("%+v %v", r, err)
 		}
@@ -241,9 +241,9 @@ func TestStreamBounded(t *testing.T) {
 }
 
 func TestStreamBreak(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	n := 0
-	for _, err := range double.Stream(context.Background(), p, seq(ints(10000)), procpool.ChunkSize(1)) {
+	for _, err := range double.Stream(context.Background(), p, seq(ints(10000)), procpool.WithChunkSize(1)) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,7 +261,7 @@ func TestStreamBreak(t *testing.T) {
 }
 
 func TestHandlerError(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	ctx := context.Background()
 	_, err := failTask.Call(ctx, p, 10)
 	var te *procpool.TaskError
@@ -272,12 +272,12 @@ func TestHandlerError(t *testing.T) {
 		t.Fatalf("Call(11) = %d, %v", v, err)
 	}
 	for _, c := range []int{1, 5} {
-		_, err = failTask.Map(ctx, p, ints(100), procpool.ChunkSize(c))
+		_, err = failTask.Map(ctx, p, ints(100), procpool.WithChunkSize(c))
 		if !errors.As(err, &te) || !strings.Contains(err.Error(), ": bad input ") || !strings.Contains(err.Error(), "input "+te.Message[len("bad input "):]+":") {
 			t.Fatalf("Map chunk %d: %v", c, err)
 		}
 		failed := 0
-		for r, err := range failTask.Stream(ctx, p, seq(ints(100)), procpool.ChunkSize(c)) {
+		for r, err := range failTask.Stream(ctx, p, seq(ints(100)), procpool.WithChunkSize(c)) {
 			switch {
 			case r.Index%7 == 3:
 				if !errors.As(err, &te) || te.Message != "bad input "+strconv.Itoa(r.Index) {
@@ -295,7 +295,7 @@ func TestHandlerError(t *testing.T) {
 }
 
 func TestPanic(t *testing.T) {
-	p := newPool(t, procpool.Workers(1))
+	p := newPool(t, procpool.WithWorkers(1))
 	ctx := context.Background()
 	before, _ := pidTask.Call(ctx, p, struct{}{})
 	_, err := panicTask.Call(ctx, p, "boom")
@@ -323,12 +323,12 @@ var parentOnlyTask = sync.OnceValue(func() *procpool.Task[int, int] {
 
 func TestUnknownTask(t *testing.T) {
 	parentOnly := parentOnlyTask()
-	p := newPool(t, procpool.Workers(1))
+	p := newPool(t, procpool.WithWorkers(1))
 	ctx := context.Background()
 	if _, err := parentOnly.Call(ctx, p, 1); !errors.Is(err, procpool.ErrUnknownTask) || !strings.Contains(err.Error(), "test.parent-only") {
 		t.Fatalf("Call: %v", err)
 	}
-	if _, err := parentOnly.Map(ctx, p, ints(10), procpool.ChunkSize(3)); !errors.Is(err, procpool.ErrUnknownTask) {
+	if _, err := parentOnly.Map(ctx, p, ints(10), procpool.WithChunkSize(3)); !errors.Is(err, procpool.ErrUnknownTask) {
 		t.Fatalf("Map: %v", err)
 	}
 	if v, err := double.Call(ctx, p, 2); err != nil || v != 4 {
@@ -374,7 +374,7 @@ var ifaceIn = procpool.Register("test.iface-in", func(context.Context, iface) (i
 // TestEncodeErrors: what gob cannot encode fails the call with a clear
 // error, before anything is sent for an input, and the pool goes on.
 func TestEncodeErrors(t *testing.T) {
-	p := newPool(t, procpool.Workers(1))
+	p := newPool(t, procpool.WithWorkers(1))
 	ctx := context.Background()
 	check := func(what string, err error, want error) {
 		t.Helper()
@@ -391,11 +391,11 @@ func TestEncodeErrors(t *testing.T) {
 	check("chan input", err, procpool.ErrEncode)
 	_, err = ifaceIn.Call(ctx, p, iface{V: unregistered{N: 1}})
 	check("unregistered interface input", err, procpool.ErrEncode)
-	_, err = ifaceIn.Map(ctx, p, []iface{{V: 1}, {V: unregistered{}}}, procpool.ChunkSize(2))
+	_, err = ifaceIn.Map(ctx, p, []iface{{V: 1}, {V: unregistered{}}}, procpool.WithChunkSize(2))
 	check("unregistered interface input, chunk", err, procpool.ErrEncode)
 	_, err = ifaceTask.Call(ctx, p, 1)
 	check("unregistered interface output", err, procpool.ErrEncode)
-	_, err = ifaceTask.Map(ctx, p, ints(10), procpool.ChunkSize(4))
+	_, err = ifaceTask.Map(ctx, p, ints(10), procpool.WithChunkSize(4))
 	check("unregistered interface output, chunk", err, procpool.ErrEncode)
 	if st := p.Stats(); st.Crashes != 0 || st.Restarts != 0 {
 		t.Errorf("stats %+v", st)
@@ -403,7 +403,7 @@ func TestEncodeErrors(t *testing.T) {
 }
 
 func TestFrameTooLarge(t *testing.T) {
-	p := newPool(t, procpool.Workers(1), procpool.MaxFrame(4<<10))
+	p := newPool(t, procpool.WithWorkers(1), procpool.WithMaxFrame(4<<10))
 	ctx := context.Background()
 	if _, err := echoBytes.Call(ctx, p, make([]byte, 8<<10)); !errors.Is(err, procpool.ErrFrameTooLarge) {
 		t.Fatalf("big input: %v", err)
@@ -420,7 +420,7 @@ func TestFrameTooLarge(t *testing.T) {
 	if st := p.Stats(); st.Crashes != 0 {
 		t.Errorf("stats %+v", st)
 	}
-	if _, err := procpool.New(procpool.MaxFrame(10)); err == nil {
+	if _, err := procpool.New(procpool.WithMaxFrame(10)); err == nil {
 		t.Error("MaxFrame(10) accepted")
 	}
 }
@@ -431,9 +431,9 @@ var growTask = procpool.Register("test.grow", func(_ context.Context, n int) ([]
 // the worker's prefix, and never disturbs the results.
 func TestOutputNotProtocol(t *testing.T) {
 	var out syncBuffer
-	p := newPool(t, procpool.Workers(2), procpool.Output(&out))
+	p := newPool(t, procpool.WithWorkers(2), procpool.WithOutput(&out))
 	ctx := context.Background()
-	got, err := chattyTask.Map(ctx, p, ints(50), procpool.ChunkSize(1))
+	got, err := chattyTask.Map(ctx, p, ints(50), procpool.WithChunkSize(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +459,7 @@ func TestOutputNotProtocol(t *testing.T) {
 }
 
 func TestDeadlinePropagated(t *testing.T) {
-	p := newPool(t, procpool.Workers(1))
+	p := newPool(t, procpool.WithWorkers(1))
 	want := time.Now().Add(time.Hour)
 	ctx, cancel := context.WithDeadline(context.Background(), want)
 	defer cancel()
@@ -474,8 +474,8 @@ func TestDeadlinePropagated(t *testing.T) {
 }
 
 func TestWorkerInit(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
-	got, err := initTask.Map(context.Background(), p, ints(20), procpool.ChunkSize(1))
+	p := newPool(t, procpool.WithWorkers(2))
+	got, err := initTask.Map(context.Background(), p, ints(20), procpool.WithChunkSize(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +492,7 @@ func TestWorkerInit(t *testing.T) {
 
 func TestWorkerInitFails(t *testing.T) {
 	t.Setenv(failInitEnv, "1")
-	_, err := procpool.New(procpool.Workers(2))
+	_, err := procpool.New(procpool.WithWorkers(2))
 	if err == nil || !strings.Contains(err.Error(), "init refused") {
 		t.Fatalf("New: %v", err)
 	}
@@ -512,7 +512,7 @@ func init() {
 // TestCrashExit: a task that calls os.Exit fails its call with the exit
 // status and the tail of stderr; the worker is replaced and the pool goes on.
 func TestCrashExit(t *testing.T) {
-	p := newPool(t, procpool.Workers(1), procpool.Output(discard{}))
+	p := newPool(t, procpool.WithWorkers(1), procpool.WithOutput(discard{}))
 	ctx := context.Background()
 	before, _ := pidTask.Call(ctx, p, struct{}{})
 	_, err := exitTask.Call(ctx, p, 3)
@@ -539,7 +539,7 @@ func TestCrashExit(t *testing.T) {
 // TestTimeoutKillsWorker: a call whose context ends while its task runs
 // returns promptly; the worker is killed and replaced.
 func TestTimeoutKillsWorker(t *testing.T) {
-	p := newPool(t, procpool.Workers(1))
+	p := newPool(t, procpool.WithWorkers(1))
 	before, _ := pidTask.Call(context.Background(), p, struct{}{})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -566,7 +566,7 @@ func TestTimeoutKillsWorker(t *testing.T) {
 // TestCallTimeoutsRace: contexts that end around the time the reply comes
 // in either fail their call or not, and never break the pool.
 func TestCallTimeoutsRace(t *testing.T) {
-	p := newPool(t, procpool.Workers(1))
+	p := newPool(t, procpool.WithWorkers(1))
 	failed := 0
 	for i := range 300 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%40)*25*time.Microsecond)
@@ -593,7 +593,7 @@ func TestCallTimeoutsRace(t *testing.T) {
 // TestCancelQueued: cancelling a call that waits behind another on the
 // same worker does not disturb the running one.
 func TestCancelQueued(t *testing.T) {
-	p := newPool(t, procpool.Workers(1), procpool.Window(4))
+	p := newPool(t, procpool.WithWorkers(1), procpool.WithPipelineDepth(4))
 	ctx := context.Background()
 	first := make(chan error, 1)
 	go func() {
@@ -633,7 +633,7 @@ func waitInFlight(t *testing.T, p *procpool.Pool, n int) {
 
 // TestRecycle: MaxTasksPerWorker replaces a worker after N tasks.
 func TestRecycle(t *testing.T) {
-	p := newPool(t, procpool.Workers(1), procpool.MaxTasksPerWorker(3))
+	p := newPool(t, procpool.WithWorkers(1), procpool.WithMaxTasksPerWorker(3))
 	ctx := context.Background()
 	var pids []int
 	for range 7 {
@@ -652,7 +652,7 @@ func TestRecycle(t *testing.T) {
 		t.Fatalf("pids %v: want a new process every 3 tasks", pids)
 	}
 	// Chunks count their items; Map over a recycling pool still completes.
-	out, err := double.Map(ctx, p, ints(30), procpool.ChunkSize(1))
+	out, err := double.Map(ctx, p, ints(30), procpool.WithChunkSize(1))
 	if err != nil || len(out) != 30 {
 		t.Fatal(err)
 	}
@@ -664,12 +664,12 @@ func TestRecycle(t *testing.T) {
 // TestBalance: long tasks are not queued behind a busy worker while another
 // is idle: with 2 workers, 8 tasks of 40 ms take about 160 ms, spread 4 and 4.
 func TestBalance(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	in := make([]time.Duration, 8)
 	for i := range in {
 		in[i] = 40 * time.Millisecond
 	}
-	pids, err := sleepTask.Map(context.Background(), p, in, procpool.ChunkSize(1))
+	pids, err := sleepTask.Map(context.Background(), p, in, procpool.WithChunkSize(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -685,7 +685,7 @@ func TestBalance(t *testing.T) {
 }
 
 func TestConcurrentCalls(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -705,7 +705,7 @@ func TestConcurrentCalls(t *testing.T) {
 }
 
 func TestShutdown(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	ctx := context.Background()
 	errs := make(chan error, 4)
 	for range 4 {
@@ -750,7 +750,7 @@ func TestShutdown(t *testing.T) {
 }
 
 func TestShutdownTimeout(t *testing.T) {
-	p := newPool(t, procpool.Workers(1))
+	p := newPool(t, procpool.WithWorkers(1))
 	errc := make(chan error, 1)
 	go func() {
 		_, err := sleepTask.Call(context.Background(), p, time.Hour)
@@ -768,10 +768,10 @@ func TestShutdownTimeout(t *testing.T) {
 }
 
 func TestCloseFailsInFlight(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	errc := make(chan error, 1)
 	go func() {
-		_, err := sleepTask.Map(context.Background(), p, []time.Duration{time.Hour, time.Hour, time.Hour}, procpool.ChunkSize(1))
+		_, err := sleepTask.Map(context.Background(), p, []time.Duration{time.Hour, time.Hour, time.Hour}, procpool.WithChunkSize(1))
 		errc <- err
 	}()
 	waitInFlight(t, p, 2)
@@ -787,7 +787,7 @@ func TestCloseFailsInFlight(t *testing.T) {
 }
 
 func TestOptionErrors(t *testing.T) {
-	for _, o := range []procpool.Option{procpool.Workers(0), procpool.Window(0), procpool.Retry(-1), procpool.MaxTasksPerWorker(-1)} {
+	for _, o := range []procpool.Option{procpool.WithWorkers(0), procpool.WithPipelineDepth(0), procpool.WithRetry(-1), procpool.WithMaxTasksPerWorker(-1)} {
 		if p, err := procpool.New(o); err == nil || !strings.HasPrefix(err.Error(), "procpool: ") {
 			if p != nil {
 				p.Close()
@@ -798,12 +798,12 @@ func TestOptionErrors(t *testing.T) {
 }
 
 func TestMapCancel(t *testing.T) {
-	p := newPool(t, procpool.Workers(2))
+	p := newPool(t, procpool.WithWorkers(2))
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	in := []time.Duration{time.Hour, time.Hour, time.Hour, time.Hour}
 	start := time.Now()
-	if _, err := sleepTask.Map(ctx, p, in, procpool.ChunkSize(1)); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := sleepTask.Map(ctx, p, in, procpool.WithChunkSize(1)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Map: %v", err)
 	}
 	if d := time.Since(start); d > time.Second {

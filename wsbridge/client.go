@@ -549,8 +549,8 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 	return err
 }
 
-// Status returns a snapshot of job id.
-func (c *Client) Status(ctx context.Context, id string) (jobqueue.JobInfo, error) {
+// Get returns a snapshot of job id.
+func (c *Client) Get(ctx context.Context, id string) (jobqueue.JobInfo, error) {
 	m, err := c.do(ctx, &request{Command: cmdStatus, JobID: id}, &call{ch: make(chan inMsg, 1)})
 	if err != nil || m.Job == nil {
 		return jobqueue.JobInfo{}, err

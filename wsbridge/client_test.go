@@ -50,7 +50,7 @@ func TestClientSubmitWait(t *testing.T) {
 	if again, err := c.Wait(ctx, id); err != nil || again.JobID != id {
 		t.Fatalf("second Wait = %+v, %v", again, err)
 	}
-	info, err := c.Status(ctx, id)
+	info, err := c.Get(ctx, id)
 	if err != nil || info.State != jobqueue.StateSucceeded || info.Job.Timeout != time.Minute || info.MaxAttempts != 1 {
 		t.Fatalf("Status = %+v, %v", info, err)
 	}
@@ -86,7 +86,7 @@ func TestClientErrors(t *testing.T) {
 	if _, err := c.Submit(ctx, jobqueue.JobRequest{Type: "noop", Timeout: -1}); !errors.Is(err, ErrProtocol) {
 		t.Errorf("Submit with a negative timeout: %v", err)
 	}
-	if _, err := c.Status(ctx, "nope"); !errors.Is(err, jobqueue.ErrNotFound) {
+	if _, err := c.Get(ctx, "nope"); !errors.Is(err, jobqueue.ErrNotFound) {
 		t.Errorf("Status of an unknown job: %v", err)
 	}
 	if _, err := c.Wait(ctx, "nope"); !errors.Is(err, jobqueue.ErrNotFound) {
@@ -115,7 +115,7 @@ func TestClientErrors(t *testing.T) {
 		t.Errorf("Wait of a canceled job: %v", err)
 	}
 	var se *ServerError
-	_, err = c.Status(ctx, "nope")
+	_, err = c.Get(ctx, "nope")
 	if !errors.As(err, &se) || se.Code != CodeNotFound || !strings.HasPrefix(err.Error(), "wsbridge: ") {
 		t.Errorf("ServerError: %#v", err)
 	}

@@ -52,7 +52,7 @@ func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []
 	qcfg := jobqueue.Config{Workers: workers, Capacity: len(jobs) + 1, MaxAttempts: 2, RetryDelay: 10 * time.Millisecond}
 	if cfg.mode == "processes" {
 		var err error
-		pp, err = procpool.New(procpool.Workers(workers), procpool.Pinned(cfg.pinned))
+		pp, err = procpool.New(procpool.WithWorkers(workers), procpool.WithPinnedWorkers(cfg.pinned))
 		if err != nil {
 			return res, err
 		}
@@ -67,7 +67,7 @@ func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []
 	}
 	defer q.Shutdown(context.Background())
 	if pp != nil {
-		q.Handle("thumbnail", jobqueue.InProcess(thumbTask, pp))
+		q.Handle("thumbnail", jobqueue.ProcPoolHandler(thumbTask, pp))
 	} else {
 		jobqueue.HandleFunc(q, "thumbnail", makeThumbnail)
 	}

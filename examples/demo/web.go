@@ -37,8 +37,8 @@ func serveWeb(addr string, s *monitor.Sampler, w io.Writer) (*web, error) {
 	h := &web{sampler: s, done: make(chan struct{})}
 	reg := prometheus.NewRegistry()
 	err := monitor.Register(reg, s,
-		monitor.JobQueueCollector("demo", h.queueStats),
-		monitor.ProcPoolCollector("demo", h.poolStats))
+		monitor.NewJobQueueCollector("demo", h.queueStats),
+		monitor.NewProcPoolCollector("demo", h.poolStats))
 	if err != nil {
 		return nil, err
 	}

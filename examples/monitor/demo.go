@@ -55,7 +55,7 @@ const demoRate = 20
 // startDemo starts the pool, the queue and the goroutine that feeds it;
 // stopDemo stops them. Worker output goes to stderr.
 func startDemo(stderr io.Writer) (*demo, error) {
-	pool, err := procpool.New(procpool.Workers(2), procpool.Output(stderr))
+	pool, err := procpool.New(procpool.WithWorkers(2), procpool.WithOutput(stderr))
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +69,7 @@ func startDemo(stderr io.Writer) (*demo, error) {
 		pool.Close()
 		return nil, err
 	}
-	q.Handle("primes", jobqueue.InProcess(primesTask, pool))
+	q.Handle("primes", jobqueue.ProcPoolHandler(primesTask, pool))
 	jobqueue.HandleFunc(q, "upload", func(ctx context.Context, ms int) (int, error) {
 		select {
 		case <-time.After(time.Duration(ms) * time.Millisecond):
@@ -117,8 +117,8 @@ func (d *demo) feed(ctx context.Context) {
 // collectors returns the demo's Prometheus collectors.
 func (d *demo) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		monitor.JobQueueCollector("demo", d.queue.Stats),
-		monitor.ProcPoolCollector("demo", d.pool.Stats),
+		monitor.NewJobQueueCollector("demo", d.queue.Stats),
+		monitor.NewProcPoolCollector("demo", d.pool.Stats),
 	}
 }
 

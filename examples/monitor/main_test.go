@@ -313,7 +313,7 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 			t.Fatalf("demo not started: %+v, %d jobs started", dm.pool.Stats(), dm.queue.Stats().Wait.Count)
 		}
 	}
-	reg, err := newRegistry(s, append(dm.collectors(), monitor.PoolCollector("images", func() pool.Stats { return pool.Stats{} }))...)
+	reg, err := newRegistry(s, append(dm.collectors(), monitor.NewPoolCollector("images", func() pool.Stats { return pool.Stats{} }))...)
 	if err != nil {
 		t.Fatal(err)
 	}

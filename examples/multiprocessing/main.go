@@ -123,7 +123,7 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 	}
 
 	fmt.Fprintf(w, "1. One worker process\n")
-	one, err := procpool.New(procpool.Workers(1), procpool.Output(w))
+	one, err := procpool.New(procpool.WithWorkers(1), procpool.WithOutput(w))
 	if err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 	fmt.Fprintf(w, "   fib(%d) = %d in worker pid %d (parent pid %d), %v\n",
 		cfg.fibN, v, one.Stats().PerWorker[0].PID, os.Getpid(), round(time.Since(start)))
 	start = time.Now()
-	if _, err := fibTask.Map(ctx, one, jobs, procpool.ChunkSize(1)); err != nil {
+	if _, err := fibTask.Map(ctx, one, jobs, procpool.WithChunkSize(1)); err != nil {
 		one.Close()
 		return err
 	}
@@ -148,17 +148,17 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 
 	n := cpus()
 	fmt.Fprintf(w, "\n2. A pool of %d workers (one per allowed CPU) with Map\n", n)
-	p, err := procpool.New(procpool.Workers(n), procpool.Output(w))
+	p, err := procpool.New(procpool.WithWorkers(n), procpool.WithOutput(w))
 	if err != nil {
 		return err
 	}
 	// One tiny task per worker first, so every worker has started serving.
-	if _, err := fibTask.Map(ctx, p, make([]int, n), procpool.ChunkSize(1)); err != nil {
+	if _, err := fibTask.Map(ctx, p, make([]int, n), procpool.WithChunkSize(1)); err != nil {
 		p.Close()
 		return err
 	}
 	start = time.Now()
-	out, err := fibTask.Map(ctx, p, jobs, procpool.ChunkSize(1))
+	out, err := fibTask.Map(ctx, p, jobs, procpool.WithChunkSize(1))
 	parallel := time.Since(start)
 	if err != nil {
 		p.Close()
@@ -175,7 +175,7 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 	}
 
 	fmt.Fprintf(w, "\n3. One worker pinned per CPU\n")
-	pinned, err := procpool.New(procpool.Workers(n), procpool.Pinned(true), procpool.Output(w))
+	pinned, err := procpool.New(procpool.WithWorkers(n), procpool.WithPinnedWorkers(true), procpool.WithOutput(w))
 	switch {
 	case errors.Is(err, errors.ErrUnsupported):
 		fmt.Fprintf(w, "   pinning is not supported on %s\n", runtime.GOOS)
@@ -187,7 +187,7 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 		for i := range in {
 			in[i] = 20
 		}
-		ws, err := whereTask.Map(ctx, pinned, in, procpool.ChunkSize(1))
+		ws, err := whereTask.Map(ctx, pinned, in, procpool.WithChunkSize(1))
 		if err != nil {
 			pinned.Close()
 			return err
@@ -207,7 +207,7 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 	}
 
 	fmt.Fprintf(w, "\n4. A task that calls os.Exit\n")
-	p, err = procpool.New(procpool.Workers(2), procpool.Output(w))
+	p, err = procpool.New(procpool.WithWorkers(2), procpool.WithOutput(w))
 	if err != nil {
 		return err
 	}
