@@ -2,6 +2,7 @@ package corework_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -41,14 +42,23 @@ const (
 	scalingBatch = 64 // jobs per benchmark operation
 )
 
-// baseline remembers the time per operation of one worker, per variant, so
-// the runs with more workers report their speedup against a figure taken
-// in the same benchmark run.
-var baseline sync.Map // variant -> float64 ns/op
+// perOp remembers the time per operation of every run, by variant and
+// worker count, so that later runs report figures against runs of the same
+// benchmark invocation: the speedup over one worker of the same variant,
+// and processes against goroutines at the same worker count.
+var perOp sync.Map // scalingKey -> float64 ns/op
+
+type scalingKey struct {
+	variant string
+	workers int
+}
 
 // BenchmarkScaling runs the same batch of fib jobs through a goroutine pool
-// and through a process pool of 1 to GOMAXPROCS workers, and reports the
-// speedup of each over its own one-worker run.
+// and through a process pool of 1 to GOMAXPROCS workers. It reports jobs/s,
+// the speedup of each over its own one-worker run, and, for processes,
+// "proc/goroutine": their jobs/s as a fraction of the goroutine pool's at
+// the same worker count, measured earlier in the same run (1 means
+// processes cost nothing extra; below 1 is the price of isolation).
 func BenchmarkScaling(b *testing.B) {
 	for w := 1; w <= runtime.GOMAXPROCS(0); w++ {
 		b.Run(fmt.Sprintf("pool/workers=%d", w), func(b *testing.B) {
@@ -70,25 +80,37 @@ func BenchmarkScaling(b *testing.B) {
 	for w := 1; w <= runtime.GOMAXPROCS(0); w++ {
 		b.Run(fmt.Sprintf("process/workers=%d", w), func(b *testing.B) {
 			p, err := procpool.New(procpool.WithWorkers(w), procpool.WithOutput(io.Discard))
+			if errors.Is(err, errors.ErrUnsupported) {
+				b.Skipf("worker processes unsupported on %s: %v", runtime.GOOS, err)
+			}
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer p.Close()
 			ctx := context.Background()
-			reportScaling(b, "process", w, func() {
+			ns := reportScaling(b, "process", w, func() {
 				out, err := procFib.Map(ctx, p, jobs, procpool.WithChunkSize(1))
 				if err != nil {
 					b.Fatal(err)
 				}
 				sink.Add(int64(out[0]))
 			})
+			goroutines, ok := perOp.Load(scalingKey{"pool", w})
+			if !ok {
+				// A -bench filter skipped the goroutine run: no honest ratio.
+				b.Logf("no pool/workers=%d run in this run: run the whole BenchmarkScaling for proc/goroutine", w)
+				return
+			}
+			// jobs/s of processes over jobs/s of goroutines.
+			b.ReportMetric(goroutines.(float64)/ns, "proc/goroutine")
 		})
 	}
 }
 
-// reportScaling times batch b.N times and reports jobs/s and, for more
-// than one worker, the speedup over the one-worker run of the same variant.
-func reportScaling(b *testing.B, variant string, workers int, batch func()) {
+// reportScaling times batch b.N times, reports jobs/s and the speedup over
+// the one-worker run of the same variant (1 for that run itself), and
+// returns the time per batch.
+func reportScaling(b *testing.B, variant string, workers int, batch func()) float64 {
 	batch() // warm up: start the workers
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -96,17 +118,18 @@ func reportScaling(b *testing.B, variant string, workers int, batch func()) {
 	}
 	b.StopTimer()
 	nsPerOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	perOp.Store(scalingKey{variant, workers}, nsPerOp)
 	b.ReportMetric(scalingBatch*1e9/nsPerOp, "jobs/s")
 	if workers == 1 {
-		baseline.Store(variant, nsPerOp)
 		b.ReportMetric(1, "speedup")
-		return
+		return nsPerOp
 	}
-	base, ok := baseline.Load(variant)
+	base, ok := perOp.Load(scalingKey{variant, 1})
 	if !ok {
 		// A -bench filter skipped the workers=1 run: no honest baseline.
 		b.Logf("no workers=1 run of %s in this run: run the whole BenchmarkScaling for a speedup", variant)
-		return
+		return nsPerOp
 	}
 	b.ReportMetric(base.(float64)/nsPerOp, "speedup")
+	return nsPerOp
 }

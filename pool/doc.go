@@ -5,7 +5,7 @@
 // costs under a hundred nanoseconds and no allocation per task (67-97 ns on
 // a 2-core VM, BenchmarkGo):
 //
-//	p := pool.New(0) // one worker per GOMAXPROCS
+//	p := pool.New(0) // 0: one worker per GOMAXPROCS
 //	defer p.Close()
 //	for _, f := range files {
 //		p.Go(func() { process(f) })
@@ -20,11 +20,16 @@
 // WithPinnedWorkers pins worker i to the i-th allowed CPU (see package
 // affinity for when that helps).
 //
+// The size follows one rule in pool, procpool and jobqueue: n > 0 means
+// exactly n workers, 0 means runtime.GOMAXPROCS(0) (on Linux that already
+// follows the CPU affinity mask and the cgroup CPU quota), and a negative n
+// is invalid: New and Resize panic.
+//
 // For tasks that return errors, Pool.Group gives errgroup semantics (the
-// first error cancels the others, or CollectErrors joins them all) with an
-// optional per-task timeout; Map returns results in input order, and MapSeq
-// streams them in input order with a bounded window so memory stays flat on
-// a long input.
+// first error cancels the others, or WithCollectErrors joins them all) with
+// an optional per-task timeout (WithTaskTimeout); Map returns results in
+// input order, and MapSeq streams them in input order with a bounded number
+// in flight (WithInFlight) so memory stays flat on a long input.
 //
 // # Goroutines or processes
 //
@@ -37,10 +42,19 @@
 // # Panics
 //
 // A panic in a task never crashes a worker and is never lost. It is
-// recovered and turned into a *PanicError holding the panic value and the
-// stack of the goroutine that panicked. In a Group, Map or MapSeq it is that
-// task's error. For tasks started with Go, TryGo or Submit it goes to the
-// handler set with WithPanicHandler; without one, the first such panic is
-// re-raised by the next Wait (or Close) once the other tasks have finished,
-// and later ones are counted in Stats.Panicked.
+// recovered and turned into a *panics.Error (Source "pool") holding the
+// panic value and the stack of the goroutine that panicked; procpool and
+// jobqueue report their panics with the same type, so one errors.As catches
+// a panic from any of them:
+//
+//	var pe *panics.Error
+//	if errors.As(err, &pe) {
+//		log.Printf("%s: %v\n%s", pe.Source, pe.Value, pe.Stack)
+//	}
+//
+// In a Group, Map or MapSeq the *panics.Error is that task's error. For
+// tasks started with Go, TryGo or Submit it goes to the handler set with
+// WithPanicHandler; without one, the first such panic is re-raised (as a
+// *panics.Error) by the next Wait (or Close) once the other tasks have
+// finished, and later ones are counted in Stats.Panicked.
 package pool

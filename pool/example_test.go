@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/corework/corework/panics"
 	"github.com/corework/corework/pool"
 )
 
@@ -84,14 +85,14 @@ func ExampleMapSeq() {
 }
 
 func ExampleWithPanicHandler() {
-	p := pool.New(2, pool.WithPanicHandler(func(pe *pool.PanicError) {
-		fmt.Println("recovered:", pe.Value)
+	p := pool.New(2, pool.WithPanicHandler(func(pe *panics.Error) {
+		fmt.Println("recovered:", pe)
 	}))
 	p.Go(func() { panic("disk full") })
 	p.Wait()
 	p.Close()
 	fmt.Println("panicked:", p.Stats().Panicked)
 	// Output:
-	// recovered: disk full
+	// recovered: pool: task panicked: disk full
 	// panicked: 1
 }

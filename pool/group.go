@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/corework/corework/panics"
 )
 
 // GroupOption configures a Group.
@@ -53,13 +55,13 @@ func (p *Pool) Group(ctx context.Context, opts ...GroupOption) *Group {
 }
 
 // Context returns the group's context: it ends when the parent ends, when
-// a task fails (unless CollectErrors is set), or when Wait returns.
+// a task fails (unless WithCollectErrors is set), or when Wait returns.
 func (g *Group) Context() context.Context { return g.ctx }
 
 // Go runs fn on the pool with the group's context. It blocks like Pool.Go
 // while the pool is saturated, but gives up when the group's context ends;
 // fn then does not run and the context's error becomes the task's error. A
-// panic in fn becomes the task's error as a *PanicError. If the pool is
+// panic in fn becomes the task's error as a *panics.Error. If the pool is
 // closed the task's error is ErrClosed.
 func (g *Group) Go(fn func(ctx context.Context) error) {
 	g.wg.Add(1)
@@ -85,7 +87,7 @@ func (g *Group) runTask(fn func(ctx context.Context) error) (err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			err = newPanicError(r)
+			err = panics.New("pool", "", r)
 		}
 	}()
 	return fn(ctx)
@@ -108,7 +110,8 @@ func (g *Group) record(err error) {
 }
 
 // Wait blocks until every task started with Go has returned, then returns
-// the first error (or, with CollectErrors, all errors joined; nil if none).
+// the first error (or, with WithCollectErrors, all errors joined; nil if
+// none).
 func (g *Group) Wait() error {
 	g.wg.Wait()
 	g.cancel(context.Canceled)

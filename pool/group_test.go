@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/corework/corework/panics"
 )
 
 func TestGroupFirstErrorCancels(t *testing.T) {
@@ -76,9 +78,9 @@ func TestGroupTaskTimeoutAndPanic(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait = %v, want DeadlineExceeded among errors", err)
 	}
-	var pe *PanicError
-	if !errors.As(err, &pe) || pe.Value != "group boom" || len(pe.Stack) == 0 {
-		t.Fatalf("Wait = %v, want a *PanicError with stack", err)
+	var pe *panics.Error
+	if !errors.As(err, &pe) || pe.Value != "group boom" || pe.Source != "pool" || len(pe.Stack) == 0 {
+		t.Fatalf("Wait = %v, want a *panics.Error with stack", err)
 	}
 	if p.Stats().Panicked != 0 {
 		t.Fatal("a group task's panic was also counted as a pool panic")
@@ -159,7 +161,7 @@ func TestMapSeqOrderAndWindow(t *testing.T) {
 		t.Fatalf("yielded %d of 500", i)
 	}
 	if hw.max.Load() > 3 {
-		t.Fatalf("%d items in flight with Window(3)", hw.max.Load())
+		t.Fatalf("%d items in flight with WithInFlight(3)", hw.max.Load())
 	}
 
 	// Results come in input order even when later items finish first.
@@ -180,9 +182,9 @@ func TestMapSeqOrderAndWindow(t *testing.T) {
 		return i, nil
 	}) {
 		if n == 5 {
-			var pe *PanicError
-			if !errors.As(err, &pe) {
-				t.Fatalf("item 5: err %v, want *PanicError", err)
+			var pe *panics.Error
+			if !errors.As(err, &pe) || pe.Value != "five" {
+				t.Fatalf("item 5: err %v, want *panics.Error", err)
 			}
 		} else if v != n || err != nil {
 			t.Fatalf("item %d: got %d %v", n, v, err)

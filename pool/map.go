@@ -3,13 +3,15 @@ package pool
 import (
 	"context"
 	"iter"
+
+	"github.com/corework/corework/panics"
 )
 
 // Map calls fn for every item on p and returns the results in input order.
 // The first error cancels the context passed to the remaining calls, and
 // Map returns it together with the results gathered so far (the slots of
 // failed or skipped items hold zero values). A panic in fn is returned as a
-// *PanicError. Map blocks until every call it started has returned.
+// *panics.Error. Map blocks until every call it started has returned.
 func Map[T, R any](ctx context.Context, p *Pool, items []T, fn func(context.Context, T) (R, error)) ([]R, error) {
 	out := make([]R, len(items))
 	g := p.Group(ctx)
@@ -31,12 +33,12 @@ func Map[T, R any](ctx context.Context, p *Pool, items []T, fn func(context.Cont
 // MapOption configures MapSeq.
 type MapOption func(*mapOptions)
 
-type mapOptions struct{ window int }
+type mapOptions struct{ inFlight int }
 
-// WithInFlight sets how many items MapSeq keeps in flight at once: the bound on
-// its memory. The default is twice the pool's size.
+// WithInFlight sets how many items MapSeq keeps in flight at once: the
+// bound on its memory. The default is twice the pool's size; n < 1 means 1.
 func WithInFlight(n int) MapOption {
-	return func(o *mapOptions) { o.window = n }
+	return func(o *mapOptions) { o.inFlight = n }
 }
 
 type slot[R any] struct {
@@ -46,25 +48,25 @@ type slot[R any] struct {
 }
 
 // MapSeq calls fn for every item of items on p and yields the results in
-// input order. At most Window items are in flight at any time, so memory
-// stays flat however long the input is. Each result comes with its own
-// error (a panic in fn is a *PanicError); an error does not stop the
+// input order. At most WithInFlight items are in flight at any time, so
+// memory stays flat however long the input is. Each result comes with its
+// own error (a panic in fn is a *panics.Error); an error does not stop the
 // sequence. Stopping the iteration early cancels the context of calls still
 // in flight and waits for them, so no task outlives the loop. If ctx ends,
 // the items not yet started are skipped and the sequence ends after one
 // final yield of ctx.Err().
 func MapSeq[T, R any](ctx context.Context, p *Pool, items iter.Seq[T], fn func(context.Context, T) (R, error), opts ...MapOption) iter.Seq2[R, error] {
-	o := mapOptions{window: 2 * p.Size()}
+	o := mapOptions{inFlight: 2 * p.Size()}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.window < 1 {
-		o.window = 1
+	if o.inFlight < 1 {
+		o.inFlight = 1
 	}
 	return func(yield func(R, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		ring := make([]*slot[R], o.window)
+		ring := make([]*slot[R], o.inFlight)
 		for i := range ring {
 			ring[i] = &slot[R]{done: make(chan struct{}, 1)}
 		}
@@ -99,7 +101,7 @@ func MapSeq[T, R any](ctx context.Context, p *Pool, items iter.Seq[T], fn func(c
 			if err := p.Submit(ctx, func() {
 				defer func() {
 					if r := recover(); r != nil {
-						s.err = newPanicError(r)
+						s.err = panics.New("pool", "", r)
 					}
 					s.done <- struct{}{}
 				}()

@@ -1,6 +1,10 @@
 package pool
 
-import "time"
+import (
+	"time"
+
+	"github.com/corework/corework/panics"
+)
 
 // Option configures a Pool in New.
 type Option func(*options)
@@ -10,7 +14,7 @@ type options struct {
 	queueSet     bool
 	idleTimeout  time.Duration
 	pinned       bool
-	panicHandler func(*PanicError)
+	panicHandler func(*panics.Error)
 }
 
 // WithQueueSize sets how many submitted tasks may wait for a free worker
@@ -45,9 +49,10 @@ func WithPinnedWorkers() Option {
 }
 
 // WithPanicHandler sets a function called with every panic recovered from a
-// task started with Go, TryGo or Submit. With a handler set, Wait no longer
-// re-raises such panics. The handler runs on the worker goroutine and must
-// not block for long.
-func WithPanicHandler(h func(*PanicError)) Option {
+// task started with Go, TryGo or Submit, as a *panics.Error (Source "pool",
+// no Task name) holding the panic value and the stack. With a handler set,
+// Wait no longer re-raises such panics. The handler runs on the worker
+// goroutine and must not block for long.
+func WithPanicHandler(h func(*panics.Error)) Option {
 	return func(o *options) { o.panicHandler = h }
 }

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 	_ "unsafe" // for go:linkname
 
 	"github.com/corework/corework/affinity"
+	"github.com/corework/corework/panics"
 )
 
 // nanotime is the runtime's monotonic clock: the same clock time.Since uses,
@@ -52,7 +54,7 @@ type Pool struct {
 	// alone write it.
 	waitSampled atomic.Uint64
 
-	firstPanic atomic.Pointer[PanicError]
+	firstPanic atomic.Pointer[panics.Error]
 
 	mu        sync.Mutex
 	idle      chan struct{} // closed when every submitted task completed
@@ -61,13 +63,13 @@ type Pool struct {
 	closeOnce sync.Once
 }
 
-// New returns a pool of at most size workers; size <= 0 means
-// runtime.GOMAXPROCS(0). Workers start on demand, so New itself starts no
-// goroutine.
+// New returns a pool of at most size workers. size > 0 means exactly size
+// workers; 0 means the default, runtime.GOMAXPROCS(0), which on Linux
+// already follows the CPU affinity mask and the cgroup CPU quota. New panics,
+// with a "pool: " message, if size is negative. Workers start on demand, so
+// New itself starts no goroutine.
 func New(size int, opts ...Option) *Pool {
-	if size <= 0 {
-		size = runtime.GOMAXPROCS(0)
-	}
+	size = workerCount("New", size)
 	p := &Pool{}
 	for _, o := range opts {
 		o(&p.opts)
@@ -161,7 +163,7 @@ func (p *Pool) Submit(ctx context.Context, fn func()) error {
 // Wait blocks until every task submitted before the call has finished. The
 // pool stays usable. If a task started with Go, TryGo or Submit panicked and
 // no panic handler is set, Wait re-raises the first such panic (as a
-// *PanicError) once the other tasks have finished.
+// *panics.Error) once the other tasks have finished.
 func (p *Pool) Wait() {
 	p.waitIdle()
 	if pe := p.firstPanic.Swap(nil); pe != nil {
@@ -191,13 +193,13 @@ func (p *Pool) Close() {
 	}
 }
 
-// Resize changes the maximum number of workers; n <= 0 means GOMAXPROCS.
-// Growing lets queued tasks start at once; shrinking lets surplus workers
-// exit after their current task. Running tasks are never interrupted.
+// Resize changes the maximum number of workers, with the rule of New: n > 0
+// means exactly n, 0 means runtime.GOMAXPROCS(0), and a negative n panics
+// with a "pool: " message. Growing lets queued tasks start at once;
+// shrinking lets surplus workers exit after their current task. Running
+// tasks are never interrupted. Resize after Close does nothing.
 func (p *Pool) Resize(n int) {
-	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
-	}
+	n = workerCount("Resize", n)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stop.Load() {
@@ -221,6 +223,17 @@ func (p *Pool) Resize(n int) {
 			break
 		}
 	}
+}
+
+// workerCount applies the worker-count rule of New and Resize.
+func workerCount(fn string, n int) int {
+	switch {
+	case n < 0:
+		panic(fmt.Sprintf("pool: %s called with a negative size (%d)", fn, n))
+	case n == 0:
+		return runtime.GOMAXPROCS(0)
+	}
+	return n
 }
 
 // Size returns the maximum number of workers.
@@ -513,7 +526,7 @@ func (p *Pool) recoverTask() {
 	if r == nil {
 		return
 	}
-	pe := newPanicError(r)
+	pe := panics.New("pool", "", r)
 	p.panicked.Add(1)
 	if h := p.opts.panicHandler; h != nil {
 		h(pe)

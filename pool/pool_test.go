@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/corework/corework/panics"
 )
 
 func TestMain(m *testing.M) {
@@ -71,6 +74,38 @@ func TestDefaultSize(t *testing.T) {
 	defer p.Close()
 	if p.Size() != runtime.GOMAXPROCS(0) {
 		t.Fatalf("Size() = %d, want GOMAXPROCS %d", p.Size(), runtime.GOMAXPROCS(0))
+	}
+	p.Resize(3)
+	if p.Size() != 3 {
+		t.Fatalf("after Resize(3): Size() = %d", p.Size())
+	}
+	p.Resize(0)
+	if p.Size() != runtime.GOMAXPROCS(0) {
+		t.Fatalf("after Resize(0): Size() = %d, want GOMAXPROCS %d", p.Size(), runtime.GOMAXPROCS(0))
+	}
+}
+
+// TestNegativeSize: a negative size is a programming error: New and Resize
+// panic with a "pool: " message.
+func TestNegativeSize(t *testing.T) {
+	p := New(1)
+	defer p.Close()
+	for name, fn := range map[string]func(){
+		"New":    func() { New(-1) },
+		"Resize": func() { p.Resize(-2) },
+	} {
+		func() {
+			defer func() {
+				msg, _ := recover().(string)
+				if !strings.HasPrefix(msg, "pool: "+name) || !strings.Contains(msg, "negative") {
+					t.Errorf("%s: recovered %q, want a \"pool: %s ... negative\" panic", name, msg, name)
+				}
+			}()
+			fn()
+		}()
+	}
+	if p.Size() != 1 {
+		t.Fatalf("a failed Resize changed the size to %d", p.Size())
 	}
 }
 
@@ -218,19 +253,27 @@ func TestPanicReRaisedByWait(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		p.Go(func() { after.Add(1) })
 	}
-	var pe *PanicError
+	var pe *panics.Error
 	func() {
 		defer func() {
 			r := recover()
 			var ok bool
-			if pe, ok = r.(*PanicError); !ok {
-				t.Fatalf("Wait recovered %v, want *PanicError", r)
+			if pe, ok = r.(*panics.Error); !ok {
+				t.Fatalf("Wait recovered %v, want *panics.Error", r)
 			}
 		}()
 		p.Wait()
 	}()
-	if pe.Value != "boom" || !strings.Contains(string(pe.Stack), "TestPanicReRaisedByWait") {
-		t.Fatalf("panic error: value %v, stack:\n%s", pe.Value, pe.Stack)
+	if pe.Value != "boom" || pe.Source != "pool" || pe.Task != "" ||
+		!strings.Contains(string(pe.Stack), "TestPanicReRaisedByWait") {
+		t.Fatalf("panic error: source %q task %q value %v, stack:\n%s", pe.Source, pe.Task, pe.Value, pe.Stack)
+	}
+	if pe.Error() != "pool: task panicked: boom" {
+		t.Fatalf("Error() = %q", pe.Error())
+	}
+	// The stack starts at the task that panicked, not at the recovery.
+	if strings.Contains(string(pe.Stack), "recoverTask") {
+		t.Fatalf("stack holds the recovery's frames:\n%s", pe.Stack)
 	}
 	if after.Load() != 20 {
 		t.Fatalf("other tasks: %d of 20 ran", after.Load())
@@ -246,7 +289,7 @@ func TestPanicReRaisedByWait(t *testing.T) {
 func TestPanicHandler(t *testing.T) {
 	var got []any
 	var mu sync.Mutex
-	p := New(2, WithPanicHandler(func(pe *PanicError) {
+	p := New(2, WithPanicHandler(func(pe *panics.Error) {
 		mu.Lock()
 		got = append(got, pe.Value)
 		mu.Unlock()
@@ -259,9 +302,12 @@ func TestPanicHandler(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("handler saw %v", got)
 	}
-	pe := &PanicError{Value: err}
+	if !slices.ContainsFunc(got, func(v any) bool { return v == err }) {
+		t.Fatalf("handler saw %v, want the panicked error among them", got)
+	}
+	var pe error = panics.New("pool", "", err)
 	if !errors.Is(pe, err) {
-		t.Fatal("PanicError does not unwrap an error value")
+		t.Fatal("panics.Error does not unwrap an error value")
 	}
 }
 

@@ -2,20 +2,32 @@ package procpool_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 
-	"github.com/corework/corework/affinity"
 	"github.com/corework/corework/procpool"
 )
 
-// BenchmarkCall measures one tiny task's round trip on an idle pool.
-func BenchmarkCall(b *testing.B) {
-	p, err := procpool.New(procpool.WithWorkers(1))
+// benchPool starts a pool that the benchmark closes when it ends. Where
+// worker processes are unsupported (Windows), the benchmark is skipped.
+func benchPool(b *testing.B, opts ...procpool.Option) *procpool.Pool {
+	b.Helper()
+	p, err := procpool.New(opts...)
+	if errors.Is(err, errors.ErrUnsupported) {
+		b.Skipf("worker processes unsupported on %s: %v", runtime.GOOS, err)
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer p.Close()
+	b.Cleanup(func() { p.Close() })
+	return p
+}
+
+// BenchmarkCall measures one tiny task's round trip on an idle pool.
+func BenchmarkCall(b *testing.B) {
+	p := benchPool(b, procpool.WithWorkers(1))
 	ctx := context.Background()
 	for b.Loop() {
 		if _, err := double.Call(ctx, p, 1); err != nil {
@@ -34,11 +46,7 @@ func BenchmarkMap(b *testing.B) {
 		chunk int
 	}{{"unchunked", 1}, {"chunked", 0}} {
 		b.Run(bc.name, func(b *testing.B) {
-			p, err := procpool.New()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer p.Close()
+			p := benchPool(b)
 			ctx := context.Background()
 			// Let the pool learn the task's cost (window, chunk size).
 			if _, err := double.Map(ctx, p, in[:10_000], procpool.WithChunkSize(bc.chunk)); err != nil {
@@ -64,23 +72,17 @@ func fib(n int) int {
 var fibTask = procpool.Register("test.fib", func(_ context.Context, n int) (int, error) { return fib(n), nil })
 
 // BenchmarkSpeedup runs the same CPU-bound batch (64 × fib(24), about
-// 0.1-0.2 ms a job, the root BenchmarkScaling's workload) on 1 to N worker
-// processes and reports the speedup over one worker.
+// 0.1-0.2 ms a job, the root BenchmarkScaling's workload) on 1 to
+// GOMAXPROCS worker processes (the default pool size) and reports the
+// speedup over one worker.
 func BenchmarkSpeedup(b *testing.B) {
 	jobs := make([]int, 64)
 	for i := range jobs {
 		jobs[i] = 24
 	}
-	n := 2
-	if set, err := affinity.Allowed(); err == nil {
-		n = len(set)
-	}
+	n := runtime.GOMAXPROCS(0)
 	run := func(b *testing.B, workers int) float64 {
-		p, err := procpool.New(procpool.WithWorkers(workers))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer p.Close()
+		p := benchPool(b, procpool.WithWorkers(workers))
 		ctx := context.Background()
 		if _, err := fibTask.Map(ctx, p, jobs[:workers], procpool.WithChunkSize(1)); err != nil {
 			b.Fatal(err)

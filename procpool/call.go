@@ -15,13 +15,13 @@ import (
 // When ctx ends first, Call returns ctx.Err() at once; if the task is
 // already running, its worker is killed and replaced, and the calls queued
 // behind it on that worker are sent again. A crash of the worker returns a
-// *CrashError (errors.Is ErrWorkerCrashed) unless Retry allows another try;
-// a handler error returns a *TaskError, a panic a *PanicError. An input gob
-// cannot encode, or one over the frame limit, fails here with ErrEncode or
-// ErrFrameTooLarge and is never sent. On an idle pool the caller's
-// goroutine writes the request and reads the reply itself: the cost is one
-// round trip over two pipes, about 15 microseconds for a tiny task on a
-// 2-core Linux machine (BenchmarkCall).
+// *CrashError (errors.Is ErrWorkerCrashed) unless WithRetry allows another
+// try; a handler error returns a *TaskError, a panic a *panics.Error. An
+// input gob cannot encode, or one over the frame limit, fails here with
+// ErrEncode or ErrFrameTooLarge and is never sent. On an idle pool the
+// caller's goroutine writes the request and reads the reply itself: the
+// cost is one round trip over two pipes, about 15 microseconds for a tiny
+// task on a 2-core Linux machine (BenchmarkCall).
 func (t *Task[In, Out]) Call(ctx context.Context, p *Pool, in In) (Out, error) {
 	var zero Out
 	if err := ctx.Err(); err != nil {
@@ -84,7 +84,7 @@ func (c *call[In, Out]) fail(_ *request, err error) {
 
 // Map runs the task on every input, spread over the workers of p, and
 // returns the outputs in input order. Inputs are sent in chunks (see
-// ChunkSize; automatic by default). It blocks until every output is back,
+// WithChunkSize; automatic by default). It blocks until every output is back,
 // or the first failure, which it returns (wrapped with the input's index)
 // after abandoning the rest: inputs not yet sent are dropped, those in
 // flight run to completion and are discarded. When ctx ends, Map returns
@@ -257,17 +257,16 @@ type Result[Out any] struct {
 	Value Out // the task's output; the zero value when the input failed
 }
 
-// Stream runs the task on every input of the sequence and yields the
-// outputs as they complete, in no particular order, each with its input's
-// index. A failed input yields its index and its error and the stream goes
-// on. Memory stays bounded: at most Ahead inputs are taken from inputs and
-// not yet yielded (inputs is read from the goroutine that ranges over the
+// Stream runs the task on every input of the sequence and yields the outputs
+// as they complete, in no particular order, each with its input's index. A
+// failed input yields its index and its error and the stream goes on. Memory
+// stays bounded: at most WithInFlight inputs are taken from inputs and not
+// yet yielded (inputs is read from the goroutine that ranges over the
 // stream, between yields). When ctx ends or p closes, the stream yields
 // Result{Index: -1} with ctx.Err() or ErrClosed and stops; workers running
 // its inputs are killed when ctx ended. Breaking out of the loop abandons
-// the inputs still out: those in flight run to completion and are
-// discarded. Each range over the returned sequence runs the task over
-// inputs anew.
+// the inputs still out: those in flight run to completion and are discarded.
+// Each range over the returned sequence runs the task over inputs anew.
 func (t *Task[In, Out]) Stream(ctx context.Context, p *Pool, inputs iter.Seq[In], opts ...MapOption) iter.Seq2[Result[Out], error] {
 	return func(yield func(Result[Out], error) bool) {
 		if err := ctx.Err(); err != nil {
@@ -287,7 +286,7 @@ func (t *Task[In, Out]) Stream(ctx context.Context, p *Pool, inputs iter.Seq[In]
 		if mo.chunk == 0 {
 			size = autoChunk(1<<30, len(p.slots), t.meta.est.Load())
 		}
-		ahead := mo.ahead
+		ahead := mo.inFlight
 		if ahead == 0 {
 			ahead = len(p.slots) * max(64, 4*size)
 		}

@@ -16,7 +16,7 @@
 //
 //	func main() {
 //		procpool.Main() // in a worker: serve tasks, then exit
-//		p, err := procpool.New() // one worker per allowed CPU
+//		p, err := procpool.New() // one worker per GOMAXPROCS
 //		if err != nil {
 //			log.Fatal(err)
 //		}
@@ -28,15 +28,21 @@
 //		}
 //	}
 //
+// The worker count follows one rule in pool, procpool and jobqueue:
+// WithWorkers(n) with n > 0 means exactly n processes; 0, the default,
+// means runtime.GOMAXPROCS(0), which on Linux already follows the CPU
+// affinity mask and the cgroup CPU quota; a negative n makes New fail.
+//
 // # Wire
 //
 // Each worker gets two pipes as descriptors 3 (requests) and 4 (replies).
-// Frames carry a length (checked against MaxFrame before anything is
-// allocated), a small binary header (request id, task name, deadline,
-// chunk size) and the input or output as gob, written by one long-lived
-// gob.Encoder per direction, so a type's description crosses once. The
-// parent keeps a window of requests in flight per worker and batches the
-// writes; the worker batches its replies while more requests are buffered.
+// Frames carry a length (checked against the WithMaxFrame limit before
+// anything is allocated), a small binary header (request id, task name,
+// deadline, chunk size) and the input or output as gob, written by one
+// long-lived gob.Encoder per direction, so a type's description crosses
+// once. The parent keeps a pipeline of requests in flight per worker
+// (WithPipelineDepth) and batches the writes; the worker batches its
+// replies while more requests are buffered.
 // The goroutine that reads a worker's replies sends it the next queued
 // requests itself, so a stream of tasks costs the parent one wake-up per
 // reply batch: on a machine whose every CPU runs a worker, each wake-up of
@@ -47,22 +53,27 @@
 // non-blocking pipe ends with plain system calls that do not wake the Go
 // runtime's monitor thread, and the worker blocks in read(2). Workers'
 // stdout and stderr never carry the protocol: they are forwarded line by
-// line to Output, each line prefixed with "worker N: ".
+// line to WithOutput, each line prefixed with "worker N: ".
 //
 // # Failures
 //
 // A handler's error reaches the caller as a *TaskError (its message), a
-// panic as a *PanicError with the worker's stack; the worker goes on. A
-// worker that dies (os.Exit, a signal, the OOM killer) fails only the
-// requests it had in flight, with a *CrashError that matches
-// ErrWorkerCrashed and carries the exit status and the tail of its stderr,
-// or sends them again under Retry; a new worker takes its slot and every
-// other call goes on. A call whose context ends returns ctx.Err() at once;
-// if its task is running, the worker is killed and replaced (tasks are not
-// asked to stop). A corrupt or oversized frame ends the worker it came from
-// (or, in a worker, the worker itself). In the parent, procpool runs no user
-// code but gob's: a panic in a GobEncode or GobDecode method becomes an
-// ErrEncode or ErrDecode error.
+// panic as a *panics.Error (Source "procpool", Task the task's name, Value
+// the panic value as text, Stack the worker's stack): the library's one
+// panic type, so one errors.As catches panics from pool, procpool and
+// jobqueue alike. The worker goes on. A worker that dies (os.Exit, a signal,
+// the OOM killer) fails only the requests it had in flight, with a
+// *CrashError that matches ErrWorkerCrashed and carries the exit status and
+// the tail of its stderr, or sends them again under WithRetry; a new worker
+// takes its slot and every other call goes on. A call whose context ends
+// returns ctx.Err() at once; if its task is running, the worker is killed
+// and replaced (tasks are not asked to stop). A corrupt or oversized frame
+// ends the worker it came from (or, in a worker, the worker itself). In the
+// parent, procpool runs no user code but gob's: a panic in a GobEncode or
+// GobDecode method becomes an ErrEncode or ErrDecode error. The pool logs
+// its own events (a worker spawned, crashed, recycled, killed, or failing to
+// start again) with structured attributes to WithLogger, slog.Default()
+// unless set.
 //
 // Workers die with the parent: on Linux they are started with Pdeathsig
 // SIGKILL from one OS thread that lives as long as the pool, and a worker
@@ -74,7 +85,7 @@
 //
 // Linux is the first-class target. On other Unix systems there is no
 // Pdeathsig (a worker notices its parent's death when its current task
-// ends) and Pinned fails with affinity.ErrUnsupported. On Windows, where a
-// child cannot inherit extra descriptors, New fails with an error matching
-// errors.ErrUnsupported.
+// ends) and New with WithPinnedWorkers fails with affinity.ErrUnsupported.
+// On Windows, where a child cannot inherit extra descriptors, New fails
+// with an error matching errors.ErrUnsupported.
 package procpool

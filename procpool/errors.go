@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/corework/corework/panics"
 )
 
 var (
@@ -22,7 +24,7 @@ var (
 	ErrUnknownTask = errors.New("procpool: unknown task")
 
 	// ErrFrameTooLarge is returned (wrapped) when a request or a reply does not
-	// fit in the frame size limit (see MaxFrame). A request that is too large
+	// fit in the frame size limit (see WithMaxFrame). A request that is too large
 	// is never sent; a reply that is too large fails its call only.
 	ErrFrameTooLarge = errors.New("procpool: frame too large")
 
@@ -34,19 +36,6 @@ var (
 	// a call's input in the worker or its output in the parent.
 	ErrDecode = errors.New("procpool: cannot decode")
 )
-
-// PanicError is the error of a call whose handler panicked in the worker.
-// The worker recovers the panic and keeps serving.
-type PanicError struct {
-	Task  string // the task's registered name
-	Value string // the panic value, formatted with fmt.Sprint in the worker
-	Stack []byte // the worker goroutine's stack at the panic (debug.Stack)
-}
-
-// Error returns "procpool: task NAME panicked: VALUE".
-func (e *PanicError) Error() string {
-	return fmt.Sprintf("procpool: task %s panicked: %s", e.Task, e.Value)
-}
 
 // TaskError is the error of a call whose handler returned an error in the
 // worker. Only the message crosses the process boundary, so errors.Is and
@@ -67,7 +56,7 @@ func (e *TaskError) Error() string {
 // holds. Err is the protocol error that ended the worker, if one did, else
 // the *exec.ExitError of its wait (nil for an exit with status 0).
 type CrashError struct {
-	Worker int              // worker slot, 0 to Workers-1
+	Worker int              // worker slot, 0 to n-1 in a pool of n workers
 	PID    int              // the dead process
 	State  *os.ProcessState // its wait status; nil if it could not be read
 	Stderr string           // the tail of what it wrote to stderr (at most 4 KiB)
@@ -87,10 +76,7 @@ func (e *CrashError) Error() string {
 	if e.Err != nil && e.State != nil && !isExitErr(e.Err) {
 		fmt.Fprintf(&b, " (%v)", e.Err)
 	}
-	if tail := strings.TrimSpace(e.Stderr); tail != "" {
-		if i := strings.LastIndexByte(tail, '\n'); i >= 0 {
-			tail = tail[i+1:]
-		}
+	if tail := lastLine(e.Stderr); tail != "" {
 		fmt.Fprintf(&b, "; stderr: %s", tail)
 	}
 	return b.String()
@@ -115,7 +101,9 @@ func remoteErr(task string, e *itemErr) error {
 	case kindHandler:
 		return &TaskError{Task: task, Message: e.msg}
 	case kindPanic:
-		return &PanicError{Task: task, Value: e.msg, Stack: e.stack}
+		// The worker formatted the value with fmt.Sprint (it crosses the
+		// process boundary as text) and took its goroutine's stack.
+		return &panics.Error{Source: "procpool", Task: task, Value: e.msg, Stack: e.stack}
 	case kindUnknownTask:
 		return fmt.Errorf("%w %q in worker", ErrUnknownTask, task)
 	case kindDecode:

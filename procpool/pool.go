@@ -56,11 +56,13 @@ type Pool struct {
 
 // New starts a pool of worker processes: this program's own binary,
 // re-executed with a marker in its environment, so main must call Main
-// first. New blocks until every worker has run its WorkerInit hooks and
-// reported ready (a few milliseconds each); it fails if a worker cannot be
-// started or its init hook fails, with the workers already started
-// stopped. On Windows it fails with an error matching
-// errors.ErrUnsupported.
+// first. The pool has runtime.GOMAXPROCS(0) workers unless WithWorkers says
+// otherwise (WithWorkers(0) means that default too; a negative count is an
+// error). New blocks until every worker has run its WorkerInit hooks and
+// reported ready (a few milliseconds each); it fails if an option is
+// invalid, if a worker cannot be started or its init hook fails, with the
+// workers already started stopped. On Windows it fails with an error
+// matching errors.ErrUnsupported.
 func New(opts ...Option) (*Pool, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -69,15 +71,18 @@ func New(opts ...Option) (*Pool, error) {
 	if o.err != nil {
 		return nil, o.err
 	}
-	allowed, aerr := affinity.Allowed()
 	if o.workers == 0 {
-		o.workers = runtime.NumCPU()
-		if aerr == nil && len(allowed) > 0 {
-			o.workers = len(allowed)
-		}
+		o.workers = runtime.GOMAXPROCS(0)
 	}
-	if o.pinned && aerr != nil {
-		return nil, fmt.Errorf("procpool: pinned workers: %w", aerr)
+	var allowed affinity.CPUSet
+	if o.pinned {
+		var err error
+		if allowed, err = affinity.Allowed(); err != nil {
+			return nil, fmt.Errorf("procpool: pinned workers: %w", err)
+		}
+		if len(allowed) == 0 {
+			return nil, errors.New("procpool: pinned workers: no allowed CPU")
+		}
 	}
 	exe, err := executable()
 	if err != nil {

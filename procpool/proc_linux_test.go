@@ -216,7 +216,7 @@ func TestPinned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPool(t, procpool.WithWorkers(len(allowed)), procpool.WithPinnedWorkers(true))
+	p := newPool(t, procpool.WithWorkers(len(allowed)), procpool.WithPinnedWorkers())
 	ctx := context.Background()
 	// Keep every worker busy at once so each answers the next call.
 	for range 3 {
@@ -252,7 +252,7 @@ func TestPinned(t *testing.T) {
 }
 
 // TestKilledDuringMap: a worker killed with SIGKILL in the middle of a run
-// fails only its own requests; with Retry they are sent again and all
+// fails only its own requests; with WithRetry they are sent again and all
 // complete.
 func TestKilledDuringMap(t *testing.T) {
 	ctx := context.Background()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"iter"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corework/corework/panics"
 	"github.com/corework/corework/procpool"
 )
 
@@ -208,8 +210,8 @@ func TestStream(t *testing.T) {
 	}
 }
 
-// TestStreamBounded: Stream never takes more than Ahead inputs beyond those
-// it yielded.
+// TestStreamBounded: Stream never takes more than WithInFlight inputs
+// beyond those it yielded.
 func TestStreamBounded(t *testing.T) {
 	p := newPool(t, procpool.WithWorkers(2))
 	const ahead = 8
@@ -299,12 +301,25 @@ func TestPanic(t *testing.T) {
 	ctx := context.Background()
 	before, _ := pidTask.Call(ctx, p, struct{}{})
 	_, err := panicTask.Call(ctx, p, "boom")
-	var pe *procpool.PanicError
+	var pe *panics.Error
 	if !errors.As(err, &pe) {
 		t.Fatalf("err = %v", err)
 	}
-	if pe.Value != "boom" || pe.Task != "test.panic" || !bytes.Contains(pe.Stack, []byte("panicHere")) {
-		t.Fatalf("PanicError %q %q, stack:\n%s", pe.Task, pe.Value, pe.Stack)
+	if pe.Source != "procpool" || pe.Value != "boom" || pe.Task != "test.panic" || !bytes.Contains(pe.Stack, []byte("panicHere")) {
+		t.Fatalf("panics.Error %q %q %q, stack:\n%s", pe.Source, pe.Task, pe.Value, pe.Stack)
+	}
+	// The stack starts at the goroutine header and the frame that
+	// panicked, not at the recovery in the worker.
+	if !bytes.HasPrefix(pe.Stack, []byte("goroutine ")) || bytes.Contains(pe.Stack, []byte("runtime/debug.Stack")) {
+		t.Errorf("stack not trimmed:\n%s", pe.Stack)
+	}
+	if msg := err.Error(); msg != "procpool: task test.panic panicked: boom" {
+		t.Errorf("message %q", msg)
+	}
+	// The handler panicked with an error value, but only its text crossed
+	// the process boundary: nothing to unwrap.
+	if errors.Unwrap(err) != nil {
+		t.Errorf("Unwrap = %v, want nil", errors.Unwrap(err))
 	}
 	after, err := pidTask.Call(ctx, p, struct{}{})
 	if err != nil || after != before {
@@ -421,14 +436,14 @@ func TestFrameTooLarge(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 	if _, err := procpool.New(procpool.WithMaxFrame(10)); err == nil {
-		t.Error("MaxFrame(10) accepted")
+		t.Error("WithMaxFrame(10) accepted")
 	}
 }
 
 var growTask = procpool.Register("test.grow", func(_ context.Context, n int) ([]byte, error) { return make([]byte, n), nil })
 
-// TestOutputNotProtocol: what tasks print goes to Output, line by line with
-// the worker's prefix, and never disturbs the results.
+// TestOutputNotProtocol: what tasks print goes to WithOutput, line by line
+// with the worker's prefix, and never disturbs the results.
 func TestOutputNotProtocol(t *testing.T) {
 	var out syncBuffer
 	p := newPool(t, procpool.WithWorkers(2), procpool.WithOutput(&out))
@@ -631,7 +646,7 @@ func waitInFlight(t *testing.T, p *procpool.Pool, n int) {
 	}
 }
 
-// TestRecycle: MaxTasksPerWorker replaces a worker after N tasks.
+// TestRecycle: WithMaxTasksPerWorker replaces a worker after N tasks.
 func TestRecycle(t *testing.T) {
 	p := newPool(t, procpool.WithWorkers(1), procpool.WithMaxTasksPerWorker(3))
 	ctx := context.Background()
@@ -787,13 +802,32 @@ func TestCloseFailsInFlight(t *testing.T) {
 }
 
 func TestOptionErrors(t *testing.T) {
-	for _, o := range []procpool.Option{procpool.WithWorkers(0), procpool.WithPipelineDepth(0), procpool.WithRetry(-1), procpool.WithMaxTasksPerWorker(-1)} {
-		if p, err := procpool.New(o); err == nil || !strings.HasPrefix(err.Error(), "procpool: ") {
+	for name, o := range map[string]procpool.Option{
+		"WithWorkers(-1)":           procpool.WithWorkers(-1),
+		"WithPipelineDepth(0)":      procpool.WithPipelineDepth(0),
+		"WithRetry(-1)":             procpool.WithRetry(-1),
+		"WithMaxTasksPerWorker(-1)": procpool.WithMaxTasksPerWorker(-1),
+		"WithMaxFrame(10)":          procpool.WithMaxFrame(10),
+	} {
+		if p, err := procpool.New(o); err == nil || !strings.HasPrefix(err.Error(), "procpool: "+name+": ") {
 			if p != nil {
 				p.Close()
 			}
-			t.Errorf("New: %v", err)
+			t.Errorf("New(%s): %v", name, err)
 		}
+	}
+}
+
+// TestDefaultWorkers: no WithWorkers, and WithWorkers(0), mean
+// GOMAXPROCS(0) workers.
+func TestDefaultWorkers(t *testing.T) {
+	want := runtime.GOMAXPROCS(0)
+	for _, opts := range [][]procpool.Option{nil, {procpool.WithWorkers(0)}} {
+		p := newPool(t, opts...)
+		if st := p.Stats(); st.Workers != want || len(st.PerWorker) != want {
+			t.Errorf("%d options: %d workers, want GOMAXPROCS %d", len(opts), st.Workers, want)
+		}
+		p.Close()
 	}
 }
 

@@ -4,10 +4,11 @@ import (
 	"context"
 	"encoding/gob"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/corework/corework/panics"
 )
 
 // Task is a typed function registered under a name in every process of the
@@ -64,8 +65,10 @@ var registry struct {
 // fn runs in a worker, one call at a time per worker. Its context carries
 // the caller's deadline, if any; cancellation of the caller does not reach
 // it cooperatively: the parent kills the worker instead. A panic in fn
-// becomes a *PanicError for the caller and the worker goes on serving; an
-// error becomes a *TaskError.
+// becomes a *panics.Error for the caller (Source "procpool", Task the
+// name, Value the panic value as fmt.Sprint formats it in the worker, Stack
+// the worker goroutine's stack) and the worker goes on serving; an error
+// becomes a *TaskError.
 func Register[In, Out any](name string, fn func(context.Context, In) (Out, error)) *Task[In, Out] {
 	if name == "" || len(name) > maxNameLen {
 		panic(fmt.Sprintf("procpool: Register: bad task name %q", name))
@@ -88,12 +91,12 @@ func Register[In, Out any](name string, fn func(context.Context, In) (Out, error
 }
 
 // WorkerInit registers fn to run in every worker process when it starts,
-// before it serves any task, with the worker's slot number (0 to Workers-1).
-// Use it to open per-process resources (Python's Pool initializer). Register
-// it at package initialization, like tasks. If fn returns an error or
-// panics, the worker reports it and exits: New fails with that error; for a
-// worker started later in place of a dead one, the pool waits and starts
-// it again. It panics if fn is nil.
+// before it serves any task, with the worker's slot number (0 to n-1 in a
+// pool of n workers). Use it to open per-process resources (Python's Pool
+// initializer). Register it at package initialization, like tasks. If fn
+// returns an error or panics, the worker reports it and exits: New fails
+// with that error; for a worker started later in place of a dead one, the
+// pool waits and starts it again. It panics if fn is nil.
 func WorkerInit(fn func(ctx context.Context, worker int) error) {
 	if fn == nil {
 		panic("procpool: WorkerInit: nil function")
@@ -108,11 +111,15 @@ func (t *Task[In, Out]) Name() string { return t.meta.name }
 
 func (t *Task[In, Out]) taskName() string { return t.meta.name }
 
-// invoke runs the handler, turning a panic into a kindPanic failure.
+// invoke runs the handler, turning a panic into a kindPanic failure that
+// carries the fields of the parent's *panics.Error: the value as text and
+// the stack from the frame that panicked.
 func (t *Task[In, Out]) invoke(ctx context.Context, in In) (out Out, fail itemErr) {
 	defer func() {
 		if v := recover(); v != nil {
-			fail = itemErr{kind: kindPanic, msg: fmt.Sprint(v), stack: debug.Stack()}
+			msg := fmt.Sprint(v)
+			pe := panics.New("procpool", t.meta.name, msg)
+			fail = itemErr{kind: kindPanic, msg: msg, stack: pe.Stack}
 		}
 	}()
 	out, err := t.fn(ctx, in)

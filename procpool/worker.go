@@ -19,7 +19,7 @@ import (
 )
 
 // queueBudget is the handler time, in nanoseconds, the parent lets queue up
-// at a worker beyond two requests (see Window).
+// at a worker beyond two requests (see WithPipelineDepth).
 const queueBudget = 200_000
 
 // slot is one worker position of a pool: it owns the successive processes
@@ -114,14 +114,17 @@ func (s *slot) run(ready chan<- error) {
 				return
 			}
 			failures++
+			delay := retryDelay(failures)
+			p.logStartFailed(s, err, failures, delay)
 			select {
-			case <-time.After(retryDelay(failures)):
+			case <-time.After(delay):
 			case <-p.done:
 			case <-p.stopping:
 			}
 			continue
 		}
 		failures = 0
+		p.logSpawned(w)
 		if first {
 			ready <- nil
 			first = false
@@ -290,10 +293,10 @@ func (w *proc) killIfRunning(r *request) {
 
 // canSend reports whether the sender may put one more request in flight:
 // always up to two (one running, one waiting, so the worker never idles
-// between tasks), and beyond that up to Window while the estimated handler
-// time queued at the worker stays under queueBudget.
+// between tasks), and beyond that up to the pipeline depth while the
+// estimated handler time queued at the worker stays under queueBudget.
 func (w *proc) canSend() bool {
-	n, win := w.inflight.Load(), int64(w.s.p.o.window)
+	n, win := w.inflight.Load(), int64(w.s.p.o.depth)
 	if n < min(2, win) {
 		return true
 	}
@@ -416,7 +419,7 @@ func (w *proc) signalCredit() {
 	}
 }
 
-// full reports whether the worker has been sent MaxTasksPerWorker tasks;
+// full reports whether the worker has been sent WithMaxTasksPerWorker tasks;
 // sendMu must be held.
 func (w *proc) full() bool {
 	m := w.s.p.o.maxTasks
@@ -768,6 +771,7 @@ func (w *proc) finish(rerr error) {
 	<-w.senderDone
 	w.sendMu.Lock()
 	w.live = false // no caller sends directly any more
+	tasks, recycled := w.sent, w.full()
 	w.sendMu.Unlock()
 	<-w.exited
 	werr := w.waitErr
@@ -782,21 +786,50 @@ func (w *proc) finish(rerr error) {
 	s.cur.CompareAndSwap(w, nil)
 
 	reason := w.killReason.Load()
-	var crash error
+	var ce *CrashError
 	if !orderly && reason != killCancel && reason != killClose {
-		ce := &CrashError{Worker: s.id, PID: w.pid, State: w.cmd.ProcessState, Stderr: w.stderr.Tail()}
+		ce = &CrashError{Worker: s.id, PID: w.pid, State: w.cmd.ProcessState, Stderr: w.stderr.Tail()}
 		switch {
 		case rerr != nil && rerr != io.EOF:
 			ce.Err = rerr
 		case werr != nil:
 			ce.Err = werr
 		}
-		crash = ce
 		if !p.stopped() {
 			p.crashes.Add(1)
 		}
+		var crash error = ce
 		s.lastErr.Store(&crash)
 	}
+	retry, fail := w.settle(ce)
+	// Log before the callers hear of the crash.
+	switch {
+	case ce != nil:
+		p.logCrashed(ce, tasks, len(fail), len(retry))
+	case orderly && recycled:
+		p.logEnded(w, "procpool: worker recycled", tasks)
+	case reason == killCancel:
+		p.logEnded(w, "procpool: worker killed: a call's context ended", tasks)
+	default:
+		p.logEnded(w, "procpool: worker stopped", tasks)
+	}
+	for _, r := range retry {
+		p.requeue(r)
+	}
+	for _, r := range fail {
+		p.failed.Add(uint64(r.n))
+		r.failWith(ce)
+	}
+}
+
+// settle takes the requests still in flight on an ended process. It ends
+// the abandoned ones, fails them all with ErrClosed after Close, and
+// otherwise queues them again when the process did not crash (ce nil: it
+// was killed for another request, or recycled). After a crash it returns
+// those WithRetry allows another try (their attempt counted) and those
+// that fail with ce, for the caller to act on.
+func (w *proc) settle(ce *CrashError) (retry, fail []*request) {
+	p := w.s.p
 	w.mu.Lock()
 	pending := append([]*request(nil), w.fifo[w.head:]...)
 	w.fifo, w.head = nil, 0
@@ -810,17 +843,16 @@ func (w *proc) finish(rerr error) {
 		case isClosed(p):
 			p.failed.Add(uint64(r.n))
 			r.failWith(ErrClosed)
-		case crash == nil:
-			// killed for another request, or recycled: it never failed here
+		case ce == nil:
 			p.requeue(r)
 		case r.attempts < p.o.retry:
 			r.attempts++
-			p.requeue(r)
+			retry = append(retry, r)
 		default:
-			p.failed.Add(uint64(r.n))
-			r.failWith(crash)
+			fail = append(fail, r)
 		}
 	}
+	return retry, fail
 }
 
 func cmpOr(err, alt error) error {

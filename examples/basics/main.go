@@ -126,13 +126,16 @@ func run(ctx context.Context, w io.Writer, cfg config) (results, error) {
 	r.cpuSequential = time.Since(start)
 	r.checksum = total
 
+	// Size 0 is the default: one worker per GOMAXPROCS, which on Linux
+	// follows the CPU affinity mask and the cgroup CPU quota.
 	var err error
-	if r.cpuPool, err = cpuOnPool(ctx, cores, cfg); err != nil {
+	if r.cpuPool, err = cpuOnPool(ctx, 0, cfg); err != nil {
 		return r, err
 	}
 
 	// GOMAXPROCS=1 is Go's version of a global interpreter lock: however
-	// many goroutines there are, one core runs them.
+	// many goroutines there are, one core runs them. The pool keeps its
+	// explicit size (0 would now mean 1 worker).
 	old := runtime.GOMAXPROCS(1)
 	r.cpuOneCore, err = cpuOnPool(ctx, cores, cfg)
 	runtime.GOMAXPROCS(old)
@@ -147,8 +150,8 @@ func run(ctx context.Context, w io.Writer, cfg config) (results, error) {
 	return r, nil
 }
 
-// cpuOnPool runs the CPU-bound tasks on a pool of the given size and
-// returns how long they took.
+// cpuOnPool runs the CPU-bound tasks on a pool of the given size (0: one
+// worker per GOMAXPROCS) and returns how long they took.
 func cpuOnPool(ctx context.Context, workers int, cfg config) (time.Duration, error) {
 	p := pool.New(workers)
 	defer p.Close()

@@ -52,7 +52,11 @@ func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []
 	qcfg := jobqueue.Config{Workers: workers, Capacity: len(jobs) + 1, MaxAttempts: 2, RetryDelay: 10 * time.Millisecond}
 	if cfg.mode == "processes" {
 		var err error
-		pp, err = procpool.New(procpool.WithWorkers(workers), procpool.WithPinnedWorkers(cfg.pinned))
+		opts := []procpool.Option{procpool.WithWorkers(workers)}
+		if cfg.pinned {
+			opts = append(opts, procpool.WithPinnedWorkers())
+		}
+		pp, err = procpool.New(opts...)
 		if err != nil {
 			return res, err
 		}

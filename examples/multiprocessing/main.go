@@ -6,11 +6,11 @@
 // processes with procpool and shows, with figures measured as it runs:
 //
 //  1. one worker process running a CPU-bound task;
-//  2. a pool with one worker per CPU running a batch with Map, and its
-//     speedup over the single worker;
+//  2. a pool of the default size, one worker per GOMAXPROCS, running a
+//     batch with Map, and its speedup over the single worker;
 //  3. one worker pinned per CPU, each reporting the CPU it ran on;
-//  4. a task that calls os.Exit: its call fails, the pool replaces the
-//     worker and goes on.
+//  4. a task that calls os.Exit: its call fails, the pool logs the crash
+//     (log/slog, structured), replaces the worker and goes on.
 //
 // Run it with:
 //
@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -84,9 +85,9 @@ func main() {
 	procpool.Main() // in a worker process: serve tasks, then exit
 	quick := flag.Bool("quick", false, "small batches (fib(27)), for a fast look")
 	flag.Parse()
-	cfg := config{fibN: 32, jobs: 4 * cpus()}
+	cfg := config{fibN: 32, jobs: 4 * runtime.GOMAXPROCS(0)}
 	if *quick {
-		cfg = config{fibN: 27, jobs: 4 * cpus()}
+		cfg = config{fibN: 27, jobs: 4 * runtime.GOMAXPROCS(0)}
 	}
 	// Ctrl-C reaches only this process (workers ignore SIGINT): it cancels
 	// the context, and the pools shut their workers down in order.
@@ -95,14 +96,6 @@ func main() {
 	if err := run(ctx, os.Stdout, cfg); err != nil {
 		log.Fatal(err)
 	}
-}
-
-// cpus is the number of CPUs this process may run on.
-func cpus() int {
-	if set, err := affinity.Allowed(); err == nil && len(set) > 0 {
-		return len(set)
-	}
-	return runtime.NumCPU()
 }
 
 // round keeps three significant digits or so of a duration.
@@ -146,12 +139,14 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 		return err
 	}
 
-	n := cpus()
-	fmt.Fprintf(w, "\n2. A pool of %d workers (one per allowed CPU) with Map\n", n)
-	p, err := procpool.New(procpool.WithWorkers(n), procpool.WithOutput(w))
+	// No WithWorkers (or WithWorkers(0)): one worker per GOMAXPROCS, which
+	// on Linux follows the CPU affinity mask and the cgroup CPU quota.
+	p, err := procpool.New(procpool.WithOutput(w))
 	if err != nil {
 		return err
 	}
+	n := p.Stats().Workers
+	fmt.Fprintf(w, "\n2. A pool of %d workers (the default: one per GOMAXPROCS) with Map\n", n)
 	// One tiny task per worker first, so every worker has started serving.
 	if _, err := fibTask.Map(ctx, p, make([]int, n), procpool.WithChunkSize(1)); err != nil {
 		p.Close()
@@ -175,7 +170,7 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 	}
 
 	fmt.Fprintf(w, "\n3. One worker pinned per CPU\n")
-	pinned, err := procpool.New(procpool.WithWorkers(n), procpool.WithPinnedWorkers(true), procpool.WithOutput(w))
+	pinned, err := procpool.New(procpool.WithWorkers(n), procpool.WithPinnedWorkers(), procpool.WithOutput(w))
 	switch {
 	case errors.Is(err, errors.ErrUnsupported):
 		fmt.Fprintf(w, "   pinning is not supported on %s\n", runtime.GOOS)
@@ -207,7 +202,18 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 	}
 
 	fmt.Fprintf(w, "\n4. A task that calls os.Exit\n")
-	p, err = procpool.New(procpool.WithWorkers(2), procpool.WithOutput(w))
+	// The pool reports its own events (workers spawned, crashed, recycled)
+	// to a log/slog logger, slog.Default() unless WithLogger sets one: here
+	// a text handler on the lesson's output, without the time.
+	logger := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	p, err = procpool.New(procpool.WithWorkers(2), procpool.WithOutput(w), procpool.WithLogger(logger))
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,8 @@ func TestRunQuick(t *testing.T) {
 		"Cpus_allowed_list ",
 		"task: calling os.Exit(3)", // the worker's stderr, forwarded
 		"exit status 3",
+		`level=WARN msg="procpool: worker crashed" worker=`, // the pool's log record
+		"exit_code=3",
 		"the pool goes on: fib(20) = 6765",
 		"crashes 1, restarts 1, workers alive 2",
 	} {
