@@ -19,7 +19,7 @@ func pidsOf(snap monitor.Snapshot) []int {
 
 // By default the rows are this process and its children: a child started
 // with os/exec gets a row, with its name, last CPU and allowed CPUs, and
-// loses it when it exits. WithoutChildren leaves it out.
+// loses it when it exits. WithChildren(false) leaves it out.
 func TestChildRows(t *testing.T) {
 	cmds := make([]*exec.Cmd, 2)
 	for i := range cmds {
@@ -50,7 +50,7 @@ func TestChildRows(t *testing.T) {
 		}
 	}
 
-	without := newSampler(t, monitor.WithMinWindow(0), monitor.WithoutChildren(), monitor.WithPIDs(children[1]))
+	without := newSampler(t, monitor.WithMinWindow(0), monitor.WithChildren(false), monitor.WithPIDs(children[1]))
 	if got, want := pidsOf(sample(t, without)), []int{os.Getpid(), children[1]}; !slices.Equal(got, want) {
 		t.Errorf("rows without children %v, want %v", got, want)
 	}

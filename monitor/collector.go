@@ -65,8 +65,8 @@ var cpuModes = [...]struct {
 
 type systemCollector struct{ s *Sampler }
 
-// NewSystemCollector returns a Prometheus collector that takes a Sample from s at
-// every scrape and exports, under the corework_ namespace:
+// NewSystemCollector returns a Prometheus collector that takes a Sample from
+// s at every scrape and exports, under the corework_ namespace:
 //
 //	corework_cpu_usage_ratio                    gauge   all CPUs, 0 to 1
 //	corework_cpu_core_usage_ratio{cpu}          gauge   one CPU, 0 to 1

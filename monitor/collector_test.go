@@ -302,7 +302,7 @@ func TestCollectorsLint(t *testing.T) {
 	}
 }
 
-func TestPoolCollectorValues(t *testing.T) {
+func TestNewPoolCollectorValues(t *testing.T) {
 	const want = `
 # HELP corework_pool_queue_wait_max_seconds Longest time a single task waited before it started.
 # TYPE corework_pool_queue_wait_max_seconds gauge
@@ -342,7 +342,7 @@ corework_pool_workers{pool="images"} 6
 	}
 }
 
-func TestPoolCollectorNil(t *testing.T) {
+func TestNewPoolCollectorNil(t *testing.T) {
 	defer func() {
 		if r := recover(); r == nil || !strings.HasPrefix(r.(string), "monitor: ") {
 			t.Errorf("recovered %v, want a monitor: panic", r)

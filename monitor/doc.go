@@ -23,10 +23,10 @@
 //
 //	reg := prometheus.NewRegistry()
 //	monitor.Register(reg, s,
-//		monitor.PoolCollector("images", p.Stats),
-//		monitor.ProcPoolCollector("thumbs", pp.Stats),
-//		monitor.JobQueueCollector("media", q.Stats),
-//		monitor.WSBridgeCollector("api", bridge.Stats))
+//		monitor.NewPoolCollector("images", p.Stats),
+//		monitor.NewProcPoolCollector("thumbs", pp.Stats),
+//		monitor.NewJobQueueCollector("media", q.Stats),
+//		monitor.NewWSBridgeCollector("api", bridge.Stats))
 //	http.Handle("/metrics", monitor.Handler(reg))
 //
 // Metric names follow the Prometheus conventions: the corework_ namespace,

@@ -19,8 +19,8 @@ var priorityLabels = func() []string {
 // NewJobQueueCollector returns a Prometheus collector for one job queue,
 // reading stats (normally the Queue's Stats method) once per scrape. Every
 // metric carries the label queue=name. stats must be safe to call from any
-// goroutine and should not block. NewJobQueueCollector panics if stats is nil.
-// It exports:
+// goroutine and should not block. NewJobQueueCollector panics if stats is
+// nil. It exports:
 //
 //	corework_jobqueue_jobs_total{type,state}             counter jobs ended succeeded, failed or canceled
 //	corework_jobqueue_retries_total{type}                counter failed attempts followed by a retry
@@ -39,13 +39,13 @@ var priorityLabels = func() []string {
 // read from the backend (active jobs, depth, retained) cover every process
 // sharing it. The wait histogram of a priority level appears once a job has
 // started at that level, so that the levels a program never uses cost no
-// series. The histograms' buckets
-// are the powers of two from 2^10 ns (1.024µs) to 2^42 ns (about 73
-// minutes), exact counts read off [jobqueue.Latency]'s Buckets, so
-// histogram_quantile over them is as precise as the bucket bounds allow.
+// series. The histograms' buckets are the powers of two from 2^10 ns
+// (1.024µs) to 2^42 ns (about 73 minutes), exact counts read off
+// [jobqueue.Latency]'s Buckets, so histogram_quantile over them is as
+// precise as the bucket bounds allow.
 func NewJobQueueCollector(name string, stats func() jobqueue.Stats) prometheus.Collector {
 	if stats == nil {
-		panic("monitor: JobQueueCollector with nil stats")
+		panic("monitor: NewJobQueueCollector with nil stats")
 	}
 	l := prometheus.Labels{"queue": name}
 	const g, c = prometheus.GaugeValue, prometheus.CounterValue

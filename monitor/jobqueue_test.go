@@ -21,7 +21,7 @@ import (
 // failure and a cancellation; the collector reports them by type, state
 // and priority, with run and wait histograms that match the queue's own
 // Latency figures.
-func TestJobQueueCollector(t *testing.T) {
+func TestNewJobQueueCollector(t *testing.T) {
 	q, err := jobqueue.New(jobqueue.Config{Workers: 2, RetryDelay: time.Millisecond, MaxRetryDelay: 2 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +196,7 @@ func checkHistogram(t *testing.T, name string, h *dto.Histogram, l jobqueue.Late
 
 // The conversion of a Latency on a fixed Stats: seconds, cumulative counts
 // and the +Inf bucket as the total count.
-func TestJobQueueCollectorHistogram(t *testing.T) {
+func TestNewJobQueueCollectorHistogram(t *testing.T) {
 	stats := func() jobqueue.Stats {
 		return jobqueue.Stats{Types: map[string]jobqueue.TypeStats{"mail": {Succeeded: 3, Run: jobqueue.Latency{
 			Count: 3, Sum: 1500 * time.Millisecond,
@@ -220,7 +220,7 @@ corework_jobqueue_run_duration_seconds_count{queue="q",type="mail"} 3
 	lint(t, c)
 }
 
-func TestJobQueueCollectorNil(t *testing.T) {
+func TestNewJobQueueCollectorNil(t *testing.T) {
 	defer func() {
 		if r := recover(); r == nil || !strings.HasPrefix(r.(string), "monitor: ") {
 			t.Errorf("recovered %v, want a monitor: panic", r)

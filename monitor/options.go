@@ -31,7 +31,7 @@ func WithMinWindow(d time.Duration) Option {
 }
 
 // WithPIDs adds rows for the given processes, after this process and its
-// children (see [WithoutChildren]). A process that does not exist, or
+// children (see [WithChildren]). A process that does not exist, or
 // exits, is left out of the snapshot without an error.
 func WithPIDs(pids ...int) Option {
 	return func(o *options) { o.pids = append(o.pids, pids...) }
@@ -50,21 +50,22 @@ func WithProcesses(pids func() []int) Option {
 	}
 }
 
-// WithoutSelf leaves the current process out of the rows; by default it is
-// the first row.
-func WithoutSelf() Option {
-	return func(o *options) { o.noSelf = true }
+// WithSelf sets whether the current process has a row, the first one. The
+// default is on; WithSelf(false) leaves it out.
+func WithSelf(on bool) Option {
+	return func(o *options) { o.noSelf = !on }
 }
 
-// WithoutChildren leaves the child processes of the current process out of
-// the rows. By default every Sample lists them, by PID, after the current
-// process: the worker processes of a process pool (package procpool) and
-// any other command the program started show up, and leave, by themselves.
-// Listing them costs one directory read and one small file read per thread
-// of the current process. Only Linux lists children: elsewhere there are
-// none to leave out, and WithProcesses is the way to add worker processes.
-func WithoutChildren() Option {
-	return func(o *options) { o.noChildren = true }
+// WithChildren sets whether every Sample lists the child processes of the
+// current process, by PID, after the current process: the worker processes
+// of a process pool (package procpool) and any other command the program
+// started show up, and leave, by themselves. The default is on;
+// WithChildren(false) leaves them out. Listing them costs one directory read
+// and one small file read per thread of the current process. Only Linux
+// lists children: elsewhere there are none, and WithProcesses is the way to
+// add worker processes.
+func WithChildren(on bool) Option {
+	return func(o *options) { o.noChildren = !on }
 }
 
 // WithThreads adds a row per thread to each process row: its CPU usage and

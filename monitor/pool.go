@@ -23,7 +23,7 @@ import (
 //	corework_pool_queue_wait_max_seconds       gauge   longest single wait
 func NewPoolCollector(name string, stats func() pool.Stats) prometheus.Collector {
 	if stats == nil {
-		panic("monitor: PoolCollector with nil stats")
+		panic("monitor: NewPoolCollector with nil stats")
 	}
 	l := prometheus.Labels{"pool": name}
 	const g, c = prometheus.GaugeValue, prometheus.CounterValue

@@ -12,8 +12,8 @@ import (
 // metric carries the label pool=name; the per-worker ones also carry
 // worker, the slot number (0 to workers-1), which stays the same when the
 // slot's process is replaced, so restarts add no series. stats must be safe
-// to call from any goroutine and should not block. NewProcPoolCollector panics
-// if stats is nil. It exports:
+// to call from any goroutine and should not block. NewProcPoolCollector
+// panics if stats is nil. It exports:
 //
 //	corework_procpool_workers                      gauge   configured number of workers
 //	corework_procpool_workers_alive                gauge   worker processes running
@@ -33,7 +33,7 @@ import (
 // the same workers by PID: they are this process's children.
 func NewProcPoolCollector(name string, stats func() procpool.Stats) prometheus.Collector {
 	if stats == nil {
-		panic("monitor: ProcPoolCollector with nil stats")
+		panic("monitor: NewProcPoolCollector with nil stats")
 	}
 	l := prometheus.Labels{"pool": name}
 	const g, c = prometheus.GaugeValue, prometheus.CounterValue

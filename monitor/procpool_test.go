@@ -80,7 +80,7 @@ func lint(t *testing.T, c prometheus.Collector) {
 // worker to a crash and replaces it; the collector reports all of it, per
 // pool and per worker slot, and a default Sampler shows the workers as
 // child process rows.
-func TestProcPoolCollector(t *testing.T) {
+func TestNewProcPoolCollector(t *testing.T) {
 	p, err := procpool.New(procpool.WithWorkers(2), procpool.WithOutput(io.Discard))
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +192,7 @@ corework_procpool_workers_alive{pool="thumbs"} 2
 	}
 }
 
-func TestProcPoolCollectorNil(t *testing.T) {
+func TestNewProcPoolCollectorNil(t *testing.T) {
 	defer func() {
 		if r := recover(); r == nil || !strings.HasPrefix(r.(string), "monitor: ") {
 			t.Errorf("recovered %v, want a monitor: panic", r)

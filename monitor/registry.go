@@ -12,12 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Register registers on reg the system collector of s (see [NewSystemCollector]),
-// the Go runtime collector (go_*) and the process collector of this process
-// (process_*), then each collector of cs: a [NewPoolCollector],
-// [NewProcPoolCollector], [NewJobQueueCollector] or [NewWSBridgeCollector], say. It
-// registers all it can and returns the errors joined; a collector already
-// registered gives a prometheus.AlreadyRegisteredError.
+// Register registers on reg the system collector of s (see
+// [NewSystemCollector]), the Go runtime collector (go_*) and the process
+// collector of this process (process_*), then each collector of cs: one
+// made by [NewPoolCollector], [NewProcPoolCollector], [NewJobQueueCollector]
+// or [NewWSBridgeCollector], say. It registers all it can and returns the
+// errors joined; a collector already registered gives a
+// prometheus.AlreadyRegisteredError.
 func Register(reg prometheus.Registerer, s *Sampler, cs ...prometheus.Collector) error {
 	all := append([]prometheus.Collector{
 		NewSystemCollector(s),

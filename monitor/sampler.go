@@ -97,7 +97,7 @@ func NewSampler(opts ...Option) (*Sampler, error) {
 // process that does not exist or has exited is left out, without an error.
 // A Sample costs a few small file reads, plus four per watched process,
 // one per thread of this process to list its children (see
-// [WithoutChildren]) and two per thread with WithThreads.
+// [WithChildren]) and two per thread with WithThreads.
 func (s *Sampler) Sample(ctx context.Context) (Snapshot, error) {
 	select {
 	case s.lock <- struct{}{}:

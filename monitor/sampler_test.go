@@ -146,8 +146,8 @@ func TestProcessRows(t *testing.T) {
 	var source sync.Mutex
 	extra := []int{child, os.Getpid()} // self again: deduplicated
 	s := newSampler(t,
-		monitor.WithoutSelf(),
-		monitor.WithoutChildren(), // the child comes from the source alone
+		monitor.WithSelf(false),
+		monitor.WithChildren(false), // the child comes from the source alone
 		monitor.WithMinWindow(0),
 		monitor.WithPIDs(1<<30), // no such process: left out, no error
 		monitor.WithProcesses(func() []int {

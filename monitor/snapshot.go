@@ -16,8 +16,9 @@ type Snapshot struct {
 	Cores  []Core        // one per logical CPU, in the order the OS lists them
 	Memory Memory
 	Load   Load // zero on Windows, which has no load average
-	// Procs holds this process first (unless WithoutSelf), then its child
-	// processes by PID (Linux, unless WithoutChildren), then the asked PIDs.
+	// Procs holds this process first (unless WithSelf(false)), then its
+	// child processes by PID (Linux, unless WithChildren(false)), then the
+	// asked PIDs.
 	Procs []Process
 }
 

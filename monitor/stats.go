@@ -12,9 +12,9 @@ type statMetric[T any] struct {
 // statsCollector exports a fixed list of metrics read from one call of
 // stats per scrape. It is how a library package whose Stats() returns a
 // plain struct T gets a collector: list its metrics with newStatMetric and
-// wrap them (see PoolCollector). Metrics with variable labels or histograms
-// are described by extra and sent by more, from the same call of stats (see
-// ProcPoolCollector).
+// wrap them (see NewPoolCollector). Metrics with variable labels or
+// histograms are described by extra and sent by more, from the same call of
+// stats (see NewProcPoolCollector).
 type statsCollector[T any] struct {
 	stats   func() T
 	metrics []statMetric[T]

@@ -5,11 +5,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// NewWSBridgeCollector returns a Prometheus collector for one WebSocket bridge
-// server, reading stats (normally the Server's Stats method) once per
+// NewWSBridgeCollector returns a Prometheus collector for one WebSocket
+// bridge server, reading stats (normally the Server's Stats method) once per
 // scrape. Every metric carries the label bridge=name. stats must be safe to
-// call from any goroutine and should not block. NewWSBridgeCollector panics if
-// stats is nil. It exports:
+// call from any goroutine and should not block. NewWSBridgeCollector panics
+// if stats is nil. It exports:
 //
 //	corework_wsbridge_connections                          gauge   open now
 //	corework_wsbridge_connections_accepted_total           counter upgrades completed
@@ -24,7 +24,7 @@ import (
 //	corework_wsbridge_events_lost_total                    counter times the event subscription broke and was renewed
 func NewWSBridgeCollector(name string, stats func() wsbridge.Stats) prometheus.Collector {
 	if stats == nil {
-		panic("monitor: WSBridgeCollector with nil stats")
+		panic("monitor: NewWSBridgeCollector with nil stats")
 	}
 	l := prometheus.Labels{"bridge": name}
 	const g, c = prometheus.GaugeValue, prometheus.CounterValue

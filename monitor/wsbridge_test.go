@@ -20,7 +20,7 @@ import (
 // an unknown type, a connection from a foreign origin is refused; the
 // collector reports the open connection, the refusal, the error message and
 // the bridge's message counters, and the connection's end.
-func TestWSBridgeCollector(t *testing.T) {
+func TestNewWSBridgeCollector(t *testing.T) {
 	q, err := jobqueue.New(jobqueue.Config{Workers: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -45,12 +45,12 @@ func TestWSBridgeCollector(t *testing.T) {
 	url := "ws" + strings.TrimPrefix(hs.URL, "http")
 	ctx := t.Context()
 
-	if c, err := wsbridge.Dial(ctx, url, wsbridge.WithoutReconnect(),
+	if c, err := wsbridge.Dial(ctx, url, wsbridge.WithReconnect(0, 0),
 		wsbridge.WithHeader(http.Header{"Origin": {"http://elsewhere.example"}})); err == nil {
 		c.Close()
 		t.Fatal("a foreign origin was accepted")
 	}
-	c, err := wsbridge.Dial(ctx, url, wsbridge.WithoutReconnect())
+	c, err := wsbridge.Dial(ctx, url, wsbridge.WithReconnect(0, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ corework_wsbridge_connections{bridge="api"} 0
 	}
 }
 
-func TestWSBridgeCollectorNil(t *testing.T) {
+func TestNewWSBridgeCollectorNil(t *testing.T) {
 	defer func() {
 		if r := recover(); r == nil || !strings.HasPrefix(r.(string), "monitor: ") {
 			t.Errorf("recovered %v, want a monitor: panic", r)

@@ -92,12 +92,36 @@ func benchRoundTrip(b *testing.B, inflight int) {
 // Both ends live in this process, so the figure includes the client side
 // (a bare socket per connection: no goroutine, no buffer). Target: <= 16 KiB
 // per connection.
+//
+// Each connection costs two descriptors here, one per end, so under a low
+// RLIMIT_NOFILE (ulimit -n 1024, say) the benchmark holds as many as fit,
+// keeping idleFDHeadroom descriptors spare, and logs how many; it skips
+// when fewer than 100 fit.
 func BenchmarkIdleConnections(b *testing.B) {
-	const n = 5000
+	n := idleConns
+	if limit, ok := openFileLimit(); ok {
+		fit := 0
+		if limit > idleFDHeadroom {
+			fit = int(min(limit-idleFDHeadroom, 2*idleConns) / 2)
+		}
+		if fit < 100 {
+			b.Skipf("RLIMIT_NOFILE is %d: fewer than 100 connections fit (two descriptors each, %d spare)", limit, idleFDHeadroom)
+		}
+		if fit < n {
+			n = fit
+			b.Logf("RLIMIT_NOFILE is %d: holding %d connections instead of %d (two descriptors each, %d spare); raise it with ulimit -n for the full figure",
+				limit, n, idleConns, idleFDHeadroom)
+		}
+	}
 	for range b.N {
 		benchIdle(b, n)
 	}
 }
+
+const (
+	idleConns      = 5000 // connections BenchmarkIdleConnections holds
+	idleFDHeadroom = 128  // descriptors left for the rest of the process
+)
 
 func benchIdle(b *testing.B, n int) {
 	e := newEnv(b, Config{}, jobqueue.Config{Workers: 1})

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -31,6 +32,7 @@ type options struct {
 	maxMessage   int
 	writeTimeout time.Duration
 	dialTimeout  time.Duration
+	logger       *slog.Logger
 }
 
 // WithHeader adds header to the handshake request (an Authorization header,
@@ -52,20 +54,17 @@ func WithToken(token string) Option {
 }
 
 // WithReconnect sets the delays between reconnection attempts: the first
-// waits min, each next one twice the previous, at most max, with jitter. The
-// default is 100 ms to 5 s. Reconnection is on by default.
+// waits min, each next one twice the previous, at most max (at least min),
+// with jitter. The default is 100 ms to 5 s. A min <= 0 turns reconnecting
+// off (WithReconnect(0, 0)): the Client stops at the first lost connection,
+// and its pending and later calls fail with ErrConnectionLost, Wait
+// included.
 func WithReconnect(min, max time.Duration) Option {
 	return func(o *options) {
-		o.reconnect = true
+		o.reconnect = min > 0
 		o.minBackoff = min
 		o.maxBackoff = max
 	}
-}
-
-// WithoutReconnect makes the Client stop at the first lost connection:
-// its pending and later calls fail, Wait included.
-func WithoutReconnect() Option {
-	return func(o *options) { o.reconnect = false }
 }
 
 // WithEventBuffer sets the capacity of the channel returned by Events. The
@@ -84,6 +83,17 @@ func WithMaxMessageSize(n int) Option {
 // default is 10 seconds.
 func WithDialTimeout(d time.Duration) Option {
 	return func(o *options) { o.dialTimeout = d }
+}
+
+// WithLogger makes the Client log to l, as structured records with the
+// attribute "url": a lost connection (Warn, with "code" and "reason" when
+// the server sent a close frame, "err" otherwise), each failed reconnection
+// attempt (Debug, with "attempt", "err" and "retry_in"), a reconnection
+// (Info, with "attempts" and "watched") and the first event of each run of
+// events dropped because Events was full (Warn, with "dropped", the total
+// so far). The default, like a nil l, logs nothing.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.logger = l }
 }
 
 // maxFinals bounds the final events a Client keeps for Wait.
@@ -125,9 +135,10 @@ type Client struct {
 	order    []string // finals in arrival order, for eviction
 	waiters  map[string][]chan waitResult
 
-	nextID  atomic.Uint64
-	events  chan jobqueue.Event
-	dropped atomic.Uint64
+	nextID   atomic.Uint64
+	events   chan jobqueue.Event
+	dropped  atomic.Uint64
+	dropping atomic.Bool // the last event was dropped; logged once per run
 }
 
 // waitResult ends a Wait: the final event, or why there will be none.
@@ -186,8 +197,10 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	o.minBackoff = max(o.minBackoff, time.Millisecond)
-	o.maxBackoff = max(o.maxBackoff, o.minBackoff)
+	if o.reconnect {
+		o.minBackoff = max(o.minBackoff, time.Millisecond)
+		o.maxBackoff = max(o.maxBackoff, o.minBackoff)
+	}
 	c := &Client{
 		url:     url,
 		o:       o,
@@ -253,6 +266,7 @@ func (c *Client) loop(cc *clientConn) {
 			err = cc.peer
 		}
 		c.lost(cc, err)
+		c.logLost(err)
 		if cc = c.reconnect(err); cc == nil {
 			return
 		}
@@ -290,7 +304,7 @@ func (c *Client) reconnect(cause error) *clientConn {
 	}
 	c.mu.Unlock()
 	delay := c.o.minBackoff
-	for {
+	for attempt := 1; ; attempt++ {
 		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
 		select {
 		case <-c.ctx.Done():
@@ -300,15 +314,46 @@ func (c *Client) reconnect(cause error) *clientConn {
 		}
 		cc, err := c.connect(c.ctx)
 		if err == nil {
-			c.resume(cc)
+			watched := c.resume(cc)
+			if l := c.o.logger; l != nil {
+				l.LogAttrs(context.Background(), slog.LevelInfo, "wsbridge: reconnected",
+					slog.String("url", c.url), slog.Int("attempts", attempt), slog.Int("watched", watched))
+			}
 			return cc
 		}
 		delay = min(2*delay, c.o.maxBackoff)
+		if l := c.o.logger; l != nil && c.ctx.Err() == nil {
+			l.LogAttrs(context.Background(), slog.LevelDebug, "wsbridge: reconnection failed",
+				slog.String("url", c.url), slog.Int("attempt", attempt), slog.Any("err", err),
+				slog.Duration("retry_in", delay))
+		}
 	}
 }
 
-// resume makes cc current and subscribes again to the watched jobs.
-func (c *Client) resume(cc *clientConn) {
+// logLost logs a lost connection, unless Close ended it.
+func (c *Client) logLost(err error) {
+	l := c.o.logger
+	if l == nil {
+		return
+	}
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return
+	}
+	attrs := []slog.Attr{slog.String("url", c.url)}
+	if ce, ok := errors.AsType[*CloseError](err); ok {
+		attrs = append(attrs, slog.Int("code", int(ce.Code)), slog.String("reason", ce.Reason))
+	} else {
+		attrs = append(attrs, slog.Any("err", err))
+	}
+	l.LogAttrs(context.Background(), slog.LevelWarn, "wsbridge: connection lost", attrs...)
+}
+
+// resume makes cc current and subscribes again to the watched jobs, whose
+// number it returns.
+func (c *Client) resume(cc *clientConn) int {
 	c.mu.Lock()
 	c.cur = cc
 	close(c.ready)
@@ -324,6 +369,7 @@ func (c *Client) resume(cc *clientConn) {
 	for _, id := range ids {
 		c.sendAsync(&request{Command: cmdSubscribe, JobID: id}, id)
 	}
+	return len(ids)
 }
 
 // sendAsync sends r on the current connection with a request id whose
@@ -471,24 +517,33 @@ func (c *Client) Submit(ctx context.Context, req jobqueue.JobRequest) (string, e
 	return m.JobID, nil
 }
 
-// Wait blocks until job id ends, or ctx ends, and returns its final event.
-// The error is nil for a succeeded job (the result is in the event's
-// Result), a *jobqueue.JobError (matching jobqueue.ErrFailed or
-// ErrCanceled) for a failed or canceled one, ctx.Err(), a *ServerError
-// matching jobqueue.ErrNotFound for an unknown job, or ErrClosed. A job the
-// Client does not watch yet is subscribed to first; one that ended already
-// returns at once, from the Client's memory of its last 4096 final events or
-// from the server.
-func (c *Client) Wait(ctx context.Context, id string) (jobqueue.Event, error) {
+// Wait blocks until job id reaches a final state or ctx ends, and returns
+// its final snapshot, like jobqueue.Queue.Wait. The error is nil for a
+// succeeded job, a *jobqueue.JobError (matching jobqueue.ErrFailed or
+// jobqueue.ErrCanceled with errors.Is) beside the snapshot for a failed or
+// canceled one, ctx.Err() if ctx ends first, a *ServerError matching
+// jobqueue.ErrNotFound for an unknown job (or one the server's retention
+// dropped), ErrClosed after Close, and ErrConnectionLost once a connection
+// is lost without reconnection (see WithReconnect).
+//
+// The snapshot is built from the job's final event, so that Wait costs no
+// request beyond the subscription: it fills ID, Type, Priority, State,
+// Attempts, Result (succeeded), LastError (failed, canceled) and
+// FinishedAt, and leaves the rest zero (Payload, Metadata, SubmittedAt,
+// Progress...); Get returns them while the server's retention keeps the
+// job. A job the Client does not watch yet is subscribed to first; one that
+// ended already returns at once, from the Client's memory of its last 4096
+// final events or from the server.
+func (c *Client) Wait(ctx context.Context, id string) (jobqueue.JobInfo, error) {
 	c.mu.Lock()
 	if ev, ok := c.finals[id]; ok {
 		c.mu.Unlock()
-		return ev, finalError(ev)
+		return finalInfo(&ev)
 	}
 	if c.stopErr != nil {
 		err := c.stopErr
 		c.mu.Unlock()
-		return jobqueue.Event{}, err
+		return jobqueue.JobInfo{}, err
 	}
 	ch := make(chan waitResult, 1)
 	c.waiters[id] = append(c.waiters[id], ch)
@@ -500,18 +555,18 @@ func (c *Client) Wait(ctx context.Context, id string) (jobqueue.Event, error) {
 		err := c.subscribeJob(ctx, id)
 		if err != nil && !(errors.Is(err, ErrConnectionLost) && c.o.reconnect) {
 			c.dropWaiter(id, ch)
-			return jobqueue.Event{}, err
+			return jobqueue.JobInfo{}, err
 		}
 	}
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return jobqueue.Event{}, r.err
+			return jobqueue.JobInfo{}, r.err
 		}
-		return r.ev, finalError(r.ev)
+		return finalInfo(&r.ev)
 	case <-ctx.Done():
 		c.dropWaiter(id, ch)
-		return jobqueue.Event{}, ctx.Err()
+		return jobqueue.JobInfo{}, ctx.Err()
 	}
 }
 
@@ -532,14 +587,29 @@ func (c *Client) dropWaiter(id string, ch chan waitResult) {
 	}
 }
 
-func finalError(ev jobqueue.Event) error {
-	switch ev.Kind {
-	case jobqueue.EventFailed:
-		return &jobqueue.JobError{ID: ev.JobID, State: jobqueue.StateFailed, Message: ev.Error}
-	case jobqueue.EventCanceled:
-		return &jobqueue.JobError{ID: ev.JobID, State: jobqueue.StateCanceled, Message: ev.Error}
+// finalInfo returns the snapshot that the final event ev describes, and the
+// error Wait returns with it.
+func finalInfo(ev *jobqueue.Event) (jobqueue.JobInfo, error) {
+	info := jobqueue.JobInfo{
+		Job:        jobqueue.Job{ID: ev.JobID, Type: ev.Type, Priority: ev.Priority},
+		State:      ev.State,
+		Attempts:   ev.Attempt,
+		LastError:  ev.Error,
+		Result:     ev.Result,
+		FinishedAt: ev.Time,
 	}
-	return nil
+	switch ev.Kind {
+	case jobqueue.EventSucceeded:
+		info.State = jobqueue.StateSucceeded
+	case jobqueue.EventFailed:
+		info.State = jobqueue.StateFailed
+	case jobqueue.EventCanceled:
+		info.State = jobqueue.StateCanceled
+	}
+	if info.State == jobqueue.StateFailed || info.State == jobqueue.StateCanceled {
+		return info, &jobqueue.JobError{ID: info.ID, State: info.State, Message: info.LastError}
+	}
+	return info, nil
 }
 
 // Cancel cancels job id (see jobqueue.Queue.Cancel). It returns once the
@@ -549,7 +619,9 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 	return err
 }
 
-// Get returns a snapshot of job id.
+// Get returns a snapshot of job id, every field filled (see
+// jobqueue.Queue.Get). An unknown job, or one the server's retention
+// dropped, is a *ServerError matching jobqueue.ErrNotFound.
 func (c *Client) Get(ctx context.Context, id string) (jobqueue.JobInfo, error) {
 	m, err := c.do(ctx, &request{Command: cmdStatus, JobID: id}, &call{ch: make(chan inMsg, 1)})
 	if err != nil || m.Job == nil {
@@ -642,7 +714,8 @@ func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 // Dropped (Wait does not depend on it). It is closed when the Client stops.
 func (c *Client) Events() <-chan jobqueue.Event { return c.events }
 
-// Dropped returns the number of events dropped because Events was full.
+// Dropped returns the number of events dropped because Events was full
+// (WithLogger logs the first of each run of them).
 func (c *Client) Dropped() uint64 { return c.dropped.Load() }
 
 // Close sends a close frame, waits for the server's reply (at most two
@@ -840,8 +913,15 @@ func (c *Client) handleEvent(ev jobqueue.Event) {
 	}
 	select {
 	case c.events <- ev:
+		if c.dropping.Load() {
+			c.dropping.Store(false)
+		}
 	default:
-		c.dropped.Add(1)
+		n := c.dropped.Add(1)
+		if !c.dropping.Swap(true) && c.o.logger != nil {
+			c.o.logger.LogAttrs(context.Background(), slog.LevelWarn, "wsbridge: events dropped: Events is full",
+				slog.String("url", c.url), slog.Uint64("dropped", n))
+		}
 	}
 }
 

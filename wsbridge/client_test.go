@@ -39,15 +39,16 @@ func TestClientSubmitWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := c.Wait(ctx, id)
+	got, err := c.Wait(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.Kind != jobqueue.EventSucceeded || ev.JobID != id || ev.Type != "fibonacci" || ev.Priority != jobqueue.High || string(ev.Result) != `{"n":25,"result":75025}` {
-		t.Fatalf("Wait = %+v", ev)
+	if got.State != jobqueue.StateSucceeded || got.ID != id || got.Type != "fibonacci" || got.Priority != jobqueue.High ||
+		got.Attempts != 1 || got.FinishedAt.IsZero() || string(got.Result) != `{"n":25,"result":75025}` {
+		t.Fatalf("Wait = %+v", got)
 	}
 	// Wait again: the Client remembers.
-	if again, err := c.Wait(ctx, id); err != nil || again.JobID != id {
+	if again, err := c.Wait(ctx, id); err != nil || again.ID != id || again.State != jobqueue.StateSucceeded {
 		t.Fatalf("second Wait = %+v, %v", again, err)
 	}
 	info, err := c.Get(ctx, id)
@@ -96,10 +97,13 @@ func TestClientErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Wait(ctx, id)
+	info, err := c.Wait(ctx, id)
 	var je *jobqueue.JobError
-	if !errors.Is(err, jobqueue.ErrFailed) || !errors.As(err, &je) || je.Message != "it failed" {
+	if !errors.Is(err, jobqueue.ErrFailed) || !errors.As(err, &je) || je.Message != "it failed" || je.ID != id {
 		t.Errorf("Wait of a failing job: %v", err)
+	}
+	if info.ID != id || info.State != jobqueue.StateFailed || info.LastError != "it failed" {
+		t.Errorf("Wait of a failing job: info %+v", info)
 	}
 	if err := c.Cancel(ctx, id); !errors.Is(err, jobqueue.ErrFinished) {
 		t.Errorf("Cancel of a finished job: %v", err)
@@ -111,8 +115,8 @@ func TestClientErrors(t *testing.T) {
 	if err := c.Cancel(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Wait(ctx, id); !errors.Is(err, jobqueue.ErrCanceled) {
-		t.Errorf("Wait of a canceled job: %v", err)
+	if info, err := c.Wait(ctx, id); !errors.Is(err, jobqueue.ErrCanceled) || info.State != jobqueue.StateCanceled || info.ID != id {
+		t.Errorf("Wait of a canceled job: %+v, %v", info, err)
 	}
 	var se *ServerError
 	_, err = c.Get(ctx, "nope")
@@ -132,15 +136,15 @@ func TestClientWaitsForJobsItDidNotSubmit(t *testing.T) {
 	if _, err := e.q.Wait(ctx, done); err != nil {
 		t.Fatal(err)
 	}
-	if ev, err := c.Wait(ctx, done); err != nil || ev.Kind != jobqueue.EventSucceeded {
-		t.Fatalf("Wait of a finished job = %+v, %v", ev, err)
+	if info, err := c.Wait(ctx, done); err != nil || info.State != jobqueue.StateSucceeded || info.ID != done {
+		t.Fatalf("Wait of a finished job = %+v, %v", info, err)
 	}
 	running, err := e.q.Submit(ctx, jobqueue.JobRequest{Type: "sleep", Payload: json.RawMessage(`{"Ms":50}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev, err := c.Wait(ctx, running); err != nil || string(ev.Result) != `"slept"` {
-		t.Fatalf("Wait of a running job = %+v, %v", ev, err)
+	if info, err := c.Wait(ctx, running); err != nil || string(info.Result) != `"slept"` {
+		t.Fatalf("Wait of a running job = %+v, %v", info, err)
 	}
 }
 
@@ -186,9 +190,9 @@ func TestClientReconnect(t *testing.T) {
 	if _, err := e.q.Wait(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	ev, err := c.Wait(ctx, id)
-	if err != nil || string(ev.Result) != `"slept"` {
-		t.Fatalf("Wait across a reconnection = %+v, %v", ev, err)
+	info, err := c.Wait(ctx, id)
+	if err != nil || string(info.Result) != `"slept"` {
+		t.Fatalf("Wait across a reconnection = %+v, %v", info, err)
 	}
 	// The Client works on its new connection.
 	if _, err := c.Ping(ctx); err != nil {
@@ -199,10 +203,10 @@ func TestClientReconnect(t *testing.T) {
 	}
 }
 
-func TestClientWithoutReconnect(t *testing.T) {
+func TestClientReconnectOff(t *testing.T) {
 	e := newEnv(t, Config{}, jobqueue.Config{})
 	p := newProxy(t, strings.TrimPrefix(e.hs.URL, "http://"))
-	c := dialClient(t, p.url(), WithoutReconnect())
+	c := dialClient(t, p.url(), WithReconnect(0, 0))
 	ctx := testCtx(t)
 	id, err := c.Submit(ctx, jobqueue.JobRequest{Type: "block"})
 	if err != nil {
@@ -222,7 +226,7 @@ func TestClientWithoutReconnect(t *testing.T) {
 
 func TestClientServerGoesAway(t *testing.T) {
 	e := newEnv(t, Config{}, jobqueue.Config{})
-	c := dialClient(t, e.url, WithoutReconnect())
+	c := dialClient(t, e.url, WithReconnect(0, 0))
 	ctx := testCtx(t)
 	id, err := c.Submit(ctx, jobqueue.JobRequest{Type: "block"})
 	if err != nil {
@@ -333,7 +337,7 @@ func TestClientUnsubscribeAllKeepsOwnJobs(t *testing.T) {
 	if err := c.Unsubscribe(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	if ev, err := c.Wait(ctx, id); err != nil || string(ev.Result) != `"slept"` {
-		t.Fatalf("Wait after unsubscribing from every job: %+v, %v", ev, err)
+	if info, err := c.Wait(ctx, id); err != nil || string(info.Result) != `"slept"` {
+		t.Fatalf("Wait after unsubscribing from every job: %+v, %v", info, err)
 	}
 }

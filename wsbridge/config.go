@@ -3,6 +3,7 @@ package wsbridge
 import (
 	"context"
 	"crypto/subtle"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path"
@@ -11,7 +12,8 @@ import (
 )
 
 // Config configures a Server. The zero value is a working configuration:
-// same-host origins, no authentication, 64 KiB messages, pings every 30 s.
+// same-host origins, no authentication, 64 KiB messages, pings every 30 s,
+// no logging.
 type Config struct {
 	// AllowedOrigins lists the origins a browser may connect from, as
 	// host[:port] patterns ("example.com", "*.example.com:8443") or full
@@ -80,6 +82,18 @@ type Config struct {
 	// refused upgrades. It must not block. Nil means they are only counted in
 	// Stats.
 	OnError func(err error)
+	// Logger, if set, receives structured records: each connection opened
+	// (Info) and closed (Info for codes 1000 and 1001, Warn for the others,
+	// 1006 meaning no close frame), with the attributes "conn" (a number
+	// unique in this Server), "remote", "code", "reason" and "err" as they
+	// apply; a slow consumer closed with 4008 (Warn, "queued"); a failed
+	// write (Warn); a refused upgrade (Warn, "status" and "err"); the
+	// `error` messages sent to clients, malformed commands among them
+	// (Debug, "command", "error_code", "message"); a broken event
+	// subscription (Warn) and a failed SystemStats (Warn). It is called
+	// from the connections' goroutines and must not block for long. Nil
+	// means nothing is logged.
+	Logger *slog.Logger
 }
 
 // Defaults of Config.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sync/atomic"
@@ -28,9 +29,11 @@ type conn struct {
 	nc  net.Conn
 	rd  msgReader
 	out sender
+	id  uint64 // unique in s, for the log
 
 	// Reader goroutine only.
 	extended time.Time // when the read deadline was last pushed back
+	peer     *closeErr // the client's close frame, when it closed first
 
 	closing atomic.Bool // a close frame is queued: no deadline extension, data ignored
 	ping    atomic.Pointer[time.Timer]
@@ -41,7 +44,7 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn, br *bufio.Reader) *conn {
-	c := &conn{s: s, nc: nc}
+	c := &conn{s: s, nc: nc, id: s.nextConn.Add(1)}
 	c.rd = msgReader{r: br, state: ws.StateServerSide, max: s.cfg.MaxMessageSize, owner: c}
 	c.out.init(nc, false, s.cfg.WriteTimeout, s.cfg.SendQueue, &s.wg, c)
 	if d := s.cfg.PingInterval; d > 0 {
@@ -77,6 +80,7 @@ func (c *conn) readLoop() error {
 // and forgets the connection.
 func (c *conn) teardown(err error) {
 	var ce *closeErr
+	var cause error // what ended c abnormally, for the log
 	switch {
 	case errors.Is(err, errPeerClosed):
 		// The echo (or our own close frame) is queued or written.
@@ -84,6 +88,7 @@ func (c *conn) teardown(err error) {
 	case errors.As(err, &ce):
 		c.s.st.protocolErrors.Add(1)
 		c.s.reportError(err)
+		cause = err
 		c.closing.Store(true)
 		c.out.close(ce.code, ce.reason, false)
 		c.waitClose()
@@ -92,9 +97,11 @@ func (c *conn) teardown(err error) {
 		// its connection broke meanwhile: both end the handshake.
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		c.s.st.timeouts.Add(1)
-		c.s.reportError(fmt.Errorf("wsbridge: client silent for %v: %w", c.s.cfg.PingInterval+c.s.cfg.PongTimeout, err))
+		cause = fmt.Errorf("wsbridge: client silent for %v: %w", c.s.cfg.PingInterval+c.s.cfg.PongTimeout, err)
+		c.s.reportError(cause)
 	case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
-		c.s.reportError(fmt.Errorf("wsbridge: read: %w", err))
+		cause = fmt.Errorf("wsbridge: read: %w", err)
+		c.s.reportError(cause)
 	}
 	if t := c.ping.Load(); t != nil {
 		t.Stop()
@@ -103,6 +110,7 @@ func (c *conn) teardown(err error) {
 	c.nc.Close()
 	c.s.router.dropConn(c)
 	c.s.removeConn(c)
+	c.logClosed(cause)
 }
 
 // waitClose waits until the queued close frame is written, at most
@@ -140,6 +148,10 @@ func (c *conn) sendFrame(op ws.OpCode, data []byte) bool {
 		if c.closeWith(errSlow, true) {
 			c.s.st.slow.Add(1)
 			c.s.reportError(fmt.Errorf("%w: %s: %d messages queued", ErrSlowConsumer, c.nc.RemoteAddr(), c.s.cfg.SendQueue))
+			if c.s.logs(slog.LevelWarn) {
+				c.s.log(slog.LevelWarn, "wsbridge: slow consumer dropped",
+					c.connAttrs(slog.Int("code", int(CloseSlowConsumer)), slog.Int("queued", c.s.cfg.SendQueue))...)
+			}
 		}
 	}
 	return err == nil
@@ -189,6 +201,7 @@ func (c *conn) control(h ws.Header, p []byte) error {
 				return protocolErr(err)
 			}
 		}
+		c.peer = &closeErr{code, reason}
 		c.closing.Store(true)
 		c.out.close(code, "", false)
 		return errPeerClosed
@@ -203,6 +216,9 @@ func (c *conn) writeFailed(err error) {
 	}
 	if !errors.Is(err, net.ErrClosed) {
 		c.s.reportError(fmt.Errorf("wsbridge: write to %s: %w", c.nc.RemoteAddr(), err))
+		if c.s.logs(slog.LevelWarn) {
+			c.s.log(slog.LevelWarn, "wsbridge: write failed", c.connAttrs(slog.Any("err", err))...)
+		}
 	}
 	c.nc.Close()
 }
@@ -332,6 +348,10 @@ func (c *conn) watchesAll() bool {
 
 func (c *conn) sendError(id json.RawMessage, command, code, message string) {
 	c.s.st.errors.Add(1)
+	if c.s.logs(slog.LevelDebug) {
+		c.s.log(slog.LevelDebug, "wsbridge: command refused", c.connAttrs(slog.String("command", command),
+			slog.String("error_code", code), slog.String("message", message))...)
+	}
 	c.send(encode(errorMsg{Type: msgError, ID: id, Command: command, Code: code, Message: message}))
 }
 

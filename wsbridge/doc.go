@@ -27,7 +27,7 @@
 //
 //	c, _ := wsbridge.Dial(ctx, "ws://127.0.0.1:8765")
 //	id, _ := c.Submit(ctx, jobqueue.JobRequest{Type: "fibonacci", Payload: []byte(`{"n":35}`)})
-//	ev, err := c.Wait(ctx, id) // ev.Result is {"n":35,"result":9227465}
+//	info, err := c.Wait(ctx, id) // info.Result is {"n":35,"result":9227465}
 //
 // # Protocol
 //
@@ -105,6 +105,9 @@
 //
 // New panics on a nil queue and TokenAuth on an empty token; nothing else
 // panics. Errors that end a connection abnormally go to Config.OnError and
-// are counted in Stats. The Server's goroutines never run job handlers:
+// are counted in Stats. Config.Logger, if set, gets a structured record of
+// every connection opened and closed (with its close code), every refused
+// upgrade and every slow consumer; a Client logs its reconnections and
+// dropped events to WithLogger's. The Server's goroutines never run job handlers:
 // handlers run on the queue's workers under the queue's panic policy.
 package wsbridge

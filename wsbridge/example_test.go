@@ -46,8 +46,8 @@ func ExampleDial() {
 		fmt.Println(err)
 		return
 	}
-	ev, err := c.Wait(ctx, id)
-	fmt.Println(ev.Kind, string(ev.Result), err)
+	info, err := c.Wait(ctx, id)
+	fmt.Println(info.State, string(info.Result), err)
 	// Output: succeeded 832040 <nil>
 }
 

@@ -2,6 +2,7 @@ package wsbridge
 
 import (
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -80,6 +81,10 @@ func (r *router) run() {
 		r.sub = r.s.q.Subscribe(jobqueue.EventFilter{Buffer: r.s.cfg.EventBuffer})
 		r.subMu.Unlock()
 		r.s.st.eventsLost.Add(1)
+		if r.s.logs(slog.LevelWarn) {
+			r.s.log(slog.LevelWarn, "wsbridge: event subscription broke; resynchronizing",
+				slog.Any("err", sub.Err()), slog.Uint64("dropped", sub.Dropped()))
+		}
 		r.resync()
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -43,8 +44,9 @@ type Server struct {
 	begin    sync.Once
 	stopOnce sync.Once
 
-	router router
-	system atomic.Pointer[[]byte] // latest encoded SystemStats value
+	router   router
+	system   atomic.Pointer[[]byte] // latest encoded SystemStats value
+	nextConn atomic.Uint64          // the last connection number given
 
 	st counters
 }
@@ -144,12 +146,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.isClosed() {
 		s.st.rejected.Add(1)
+		s.logRefused(r, http.StatusServiceUnavailable, ErrClosed)
 		http.Error(w, ErrClosed.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	if !originAllowed(s.cfg.AllowedOrigins, r) {
 		s.st.rejected.Add(1)
-		s.reportError(fmt.Errorf("%w: %q", ErrOrigin, r.Header.Get("Origin")))
+		err := fmt.Errorf("%w: %q", ErrOrigin, r.Header.Get("Origin"))
+		s.reportError(err)
+		s.logRefused(r, http.StatusForbidden, err)
 		http.Error(w, ErrOrigin.Error(), http.StatusForbidden)
 		return
 	}
@@ -157,6 +162,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err := auth(r); err != nil {
 			s.st.rejected.Add(1)
 			s.reportError(err)
+			s.logRefused(r, http.StatusForbidden, err)
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
 		}
@@ -164,7 +170,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	nc, rw, _, err := s.upgrader.Upgrade(r, w)
 	if err != nil {
 		s.st.rejected.Add(1)
-		s.reportError(fmt.Errorf("wsbridge: upgrade: %w", err))
+		err = fmt.Errorf("wsbridge: upgrade: %w", err)
+		s.reportError(err)
+		s.logRefused(r, http.StatusBadRequest, err)
 		if nc != nil {
 			nc.Close()
 		}
@@ -191,7 +199,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	s.st.accepted.Add(1)
 	s.st.conns.Add(1)
+	if s.logs(slog.LevelInfo) {
+		s.log(slog.LevelInfo, "wsbridge: connection opened", c.connAttrs()...)
+	}
 	go c.serve()
+}
+
+// logRefused logs an upgrade refused with HTTP status.
+func (s *Server) logRefused(r *http.Request, status int, err error) {
+	if s.logs(slog.LevelWarn) {
+		s.log(slog.LevelWarn, "wsbridge: handshake refused", slog.String("remote", r.RemoteAddr),
+			slog.Int("status", status), slog.Any("err", err))
+	}
 }
 
 func isUpgrade(r *http.Request) bool {
@@ -299,6 +318,9 @@ func (s *Server) statsLoop() {
 				}
 			} else if !errors.Is(err, context.Canceled) {
 				s.reportError(fmt.Errorf("wsbridge: SystemStats: %w", err))
+				if s.logs(slog.LevelWarn) {
+					s.log(slog.LevelWarn, "wsbridge: SystemStats failed", slog.Any("err", err))
+				}
 			}
 		}
 		msg := s.statsMessage(nil)

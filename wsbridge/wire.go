@@ -227,6 +227,9 @@ type sender struct {
 	writing  bool
 	state    uint8
 	done     chan struct{} // closed when the state becomes dead
+
+	closeCode   ws.StatusCode // of the close frame queued, if any
+	closeReason string
 }
 
 func (s *sender) init(nc net.Conn, mask bool, timeout time.Duration, limit int, wg *sync.WaitGroup, owner senderOwner) {
@@ -270,6 +273,7 @@ func (s *sender) close(code ws.StatusCode, reason string, drop bool) bool {
 		return false
 	}
 	s.state = senderClosing
+	s.closeCode, s.closeReason = code, reason
 	if drop {
 		clear(s.q)
 		s.q = s.q[:0]
@@ -277,6 +281,14 @@ func (s *sender) close(code ws.StatusCode, reason string, drop bool) bool {
 	s.q = append(s.q, outMsg{ws.OpClose, ws.NewCloseFrameBody(code, reason)})
 	s.startLocked()
 	return true
+}
+
+// sentClose returns the code and reason of the close frame queued by close,
+// and whether there was one.
+func (s *sender) sentClose() (ws.StatusCode, string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closeCode, s.closeReason, s.closeCode != 0
 }
 
 // kill drops whatever is queued and makes every later send fail. A writer in

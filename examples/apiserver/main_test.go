@@ -494,7 +494,7 @@ func TestWebSocket(t *testing.T) {
 	e := newEnv(t, jobqueue.Config{Workers: 1}, serverConfig{}, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := wsbridge.Dial(ctx, "ws"+strings.TrimPrefix(e.hs.URL, "http")+"/ws", wsbridge.WithoutReconnect())
+	c, err := wsbridge.Dial(ctx, "ws"+strings.TrimPrefix(e.hs.URL, "http")+"/ws", wsbridge.WithReconnect(0, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,18 +503,18 @@ func TestWebSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := c.Wait(ctx, id)
-	if err != nil || ev.Kind != jobqueue.EventSucceeded || !bytes.Contains(ev.Result, []byte(`"value":"832040"`)) {
-		t.Fatalf("over the WebSocket: %+v %v", ev, err)
+	done, err := c.Wait(ctx, id)
+	if err != nil || done.State != jobqueue.StateSucceeded || !bytes.Contains(done.Result, []byte(`"value":"832040"`)) {
+		t.Fatalf("over the WebSocket: %+v %v", done, err)
 	}
 	// The job submitted over the WebSocket is the REST API's job too.
-	if info := e.get(id); info.State != jobqueue.StateSucceeded || !bytes.Equal(info.Result, ev.Result) {
+	if info := e.get(id); info.State != jobqueue.StateSucceeded || !bytes.Equal(info.Result, done.Result) {
 		t.Fatalf("GET /jobs/%s: %+v", id, info)
 	}
 	// And a job submitted over REST can be waited for over the WebSocket.
 	id = e.submit(`{"type":"fibonacci","payload":{"n":40}}`)
-	if ev, err = c.Wait(ctx, id); err != nil || !bytes.Contains(ev.Result, []byte(`"value":"102334155"`)) {
-		t.Fatalf("REST job over the WebSocket: %+v %v", ev, err)
+	if done, err = c.Wait(ctx, id); err != nil || !bytes.Contains(done.Result, []byte(`"value":"102334155"`)) {
+		t.Fatalf("REST job over the WebSocket: %+v %v", done, err)
 	}
 	// A plain GET of /ws is not an upgrade.
 	if status, _, _ := e.do("GET", "/ws", "", ""); status != http.StatusUpgradeRequired {

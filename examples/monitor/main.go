@@ -13,8 +13,9 @@
 //
 // The process rows are this process and its child processes (Linux), such
 // as the demo's worker processes, plus the -pids. An application registers
-// the collectors of its own pools and queues (monitor.PoolCollector,
-// monitor.ProcPoolCollector, monitor.JobQueueCollector) the way -demo does.
+// the collectors of its own pools and queues (monitor.NewPoolCollector,
+// monitor.NewProcPoolCollector, monitor.NewJobQueueCollector) the way -demo
+// does.
 package main
 
 import (
@@ -161,9 +162,9 @@ func serve(ctx context.Context, s *monitor.Sampler, addr string, stdout io.Write
 }
 
 // newRegistry returns the registry the prometheus subcommand serves. A
-// program adds here a monitor.PoolCollector per goroutine pool, a
-// monitor.ProcPoolCollector per process pool and a monitor.JobQueueCollector
-// per job queue, as -demo does.
+// program adds here a monitor.NewPoolCollector per goroutine pool, a
+// monitor.NewProcPoolCollector per process pool and a
+// monitor.NewJobQueueCollector per job queue, as -demo does.
 func newRegistry(s *monitor.Sampler, cs ...prometheus.Collector) (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
 	return reg, monitor.Register(reg, s, cs...)

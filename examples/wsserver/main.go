@@ -137,7 +137,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	if err != nil {
 		return err
 	}
-	sampler, err := monitor.NewSampler(monitor.WithMinWindow(cfg.statsTick/2), monitor.WithoutSelf())
+	sampler, err := monitor.NewSampler(monitor.WithMinWindow(cfg.statsTick/2), monitor.WithSelf(false))
 	if err != nil {
 		return errors.Join(err, q.Shutdown(context.Background()))
 	}

@@ -109,9 +109,9 @@ func TestServeUntilCanceled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := c.Wait(tctx, id)
-	if err != nil || !strings.HasPrefix(string(ev.Result), `{"n":25,"result":75025,`) {
-		t.Fatalf("calcular_fibonacci: %s, %v", ev.Result, err)
+	info, err := c.Wait(tctx, id)
+	if err != nil || !strings.HasPrefix(string(info.Result), `{"n":25,"result":75025,`) {
+		t.Fatalf("calcular_fibonacci: %s, %v", info.Result, err)
 	}
 
 	// Ctrl-C: run returns promptly, after closing the client with 1001.
