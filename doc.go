@@ -23,6 +23,22 @@
 //     them run.
 //   - monitor: per-core CPU, memory, load and worker processes, as terminal
 //     bars or Prometheus metrics.
+//   - panics: the one error type of a recovered panic, shared by pool,
+//     procpool and jobqueue, so one errors.As catches a panic from any of
+//     them.
+//
+// The library is this module, github.com/corework/corework, and requires
+// only golang.org/x/sys, golang.org/x/sync, gobwas/ws, gopsutil and the
+// Prometheus client. The NATS JetStream backend is a module of its own,
+// github.com/corework/corework/jobqueue/jetstream, so that importing the
+// library never brings NATS into a program that does not use it; the
+// runnable examples are a third module.
+//
+// One vocabulary runs through the packages: optional settings are With*
+// options (or a Config struct for the server-like jobqueue.Queue and
+// wsbridge.Server); a worker count of 0 means runtime.GOMAXPROCS(0) and a
+// negative one is refused; what a package logs goes to an optional
+// *slog.Logger as structured records.
 //
 // The root package holds no code of its own: its benchmark,
 // BenchmarkScaling, measures how the same CPU-bound workload scales with

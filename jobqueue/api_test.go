@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/corework/corework/jobqueue"
+	"github.com/corework/corework/panics"
 )
 
 func newQueue(t *testing.T, cfg jobqueue.Config) *jobqueue.Queue {
@@ -99,6 +100,12 @@ func TestConfigAndSubmitValidation(t *testing.T) {
 	if _, err := jobqueue.New(jobqueue.Config{AgingInterval: -time.Second}); err == nil {
 		t.Fatal("New accepted a negative aging interval")
 	}
+	if _, err := jobqueue.New(jobqueue.Config{Workers: -1}); err == nil || !strings.Contains(err.Error(), "negative Workers") {
+		t.Fatalf("New(Workers: -1) = %v, want an error about negative Workers", err)
+	}
+	if _, err := jobqueue.New(jobqueue.Config{Workers: 2, NoWorkers: true}); err == nil {
+		t.Fatal("New accepted Workers with NoWorkers")
+	}
 	q := newQueue(t, jobqueue.Config{MaxPayload: 16})
 	q.Handle("x", jobqueue.HandlerFunc(noop))
 	if st := q.Stats(); st.Workers != runtime.GOMAXPROCS(0) {
@@ -145,9 +152,12 @@ func TestDefaultsResolved(t *testing.T) {
 }
 
 func TestSubmitOnlyQueueAcceptsUnknownTypes(t *testing.T) {
-	q := newQueue(t, jobqueue.Config{Workers: -1})
+	q := newQueue(t, jobqueue.Config{NoWorkers: true})
 	if err := q.Start(); err != nil {
 		t.Fatal(err)
+	}
+	if n := q.Stats().Workers; n != 0 {
+		t.Fatalf("Stats.Workers = %d with NoWorkers, want 0", n)
 	}
 	id, err := q.Submit(context.Background(), jobqueue.JobRequest{Type: "run-elsewhere"})
 	if err != nil {
@@ -272,19 +282,28 @@ func TestJSONViews(t *testing.T) {
 }
 
 func TestPanicErrorUnwrap(t *testing.T) {
-	q := newQueue(t, jobqueue.Config{Workers: 1})
 	sentinel := errors.New("wrapped in a panic")
 	got := make(chan error, 1)
-	q2 := newQueue(t, jobqueue.Config{Workers: 1, MaxAttempts: 1, OnError: func(_ *jobqueue.Job, _ int, err error) { got <- err }})
-	_ = q
-	q2.Handle("p", jobqueue.HandlerFunc(func(context.Context, *jobqueue.Job) (json.RawMessage, error) { panic(sentinel) }))
-	q2.Start()
-	id, _ := q2.Submit(context.Background(), jobqueue.JobRequest{Type: "p"})
-	q2.Wait(context.Background(), id)
+	q := newQueue(t, jobqueue.Config{Workers: 1, MaxAttempts: 1, OnError: func(_ *jobqueue.Job, _ int, err error) { got <- err }})
+	q.Handle("p", jobqueue.HandlerFunc(func(context.Context, *jobqueue.Job) (json.RawMessage, error) { panic(sentinel) }))
+	q.Start()
+	id, _ := q.Submit(context.Background(), jobqueue.JobRequest{Type: "p"})
+	info, _ := q.Wait(context.Background(), id)
 	err := <-got
-	var pe *jobqueue.PanicError
+	var pe *panics.Error
 	if !errors.As(err, &pe) || !errors.Is(err, sentinel) || jobqueue.IsPermanent(err) {
-		t.Fatalf("OnError got %v; want a *PanicError that unwraps to the panic value", err)
+		t.Fatalf("OnError got %v; want a *panics.Error that unwraps to the panic value", err)
+	}
+	if pe.Source != "jobqueue" || pe.Task != "p" || pe.Value != sentinel {
+		t.Fatalf("panics.Error{Source: %q, Task: %q, Value: %v}, want jobqueue, p, the sentinel", pe.Source, pe.Task, pe.Value)
+	}
+	// The stack starts at the goroutine header, then the frame that panicked.
+	if lines := strings.SplitN(string(pe.Stack), "\n", 3); len(lines) < 3 ||
+		!strings.HasPrefix(lines[0], "goroutine ") || !strings.Contains(lines[1], "TestPanicErrorUnwrap") {
+		t.Fatalf("stack does not start at the panicking frame:\n%s", pe.Stack)
+	}
+	if want := pe.Error() + "\n\n" + string(pe.Stack); info.LastError != want {
+		t.Fatalf("LastError:\n%s\nwant the message, a blank line and the stack:\n%s", info.LastError, want)
 	}
 }
 

@@ -31,10 +31,16 @@
 // A handler error fails the attempt; the job is retried with exponential
 // backoff and jitter until it has run MaxAttempts times, unless the error
 // is marked with Permanent. A payload that does not decode into a typed
-// handler's input fails at once (ErrBadPayload). A panicking handler is
-// recovered on its worker: the attempt fails with a *PanicError carrying the
-// panic value and stack (also stored in JobInfo.LastError), and the worker
-// goes on. Nothing a handler does crashes the Queue.
+// handler's input fails at once (ErrBadPayload).
+//
+// Panic policy: a panicking handler is recovered on its worker and the
+// attempt fails (and is retried) with a *panics.Error (package
+// corework/panics: Source "jobqueue", Task the job type, the panic value and
+// the stack); the job's stored LastError carries the message, a blank line
+// and the stack. A panic in a procpool task run through ProcPoolHandler
+// arrives as the *panics.Error procpool made (Source "procpool", the
+// worker's stack), unwrapped. One errors.As with a *panics.Error finds
+// either in Config.OnError. Nothing a handler does crashes the Queue.
 //
 // # Timeouts and cancellation
 //
@@ -59,6 +65,21 @@
 // and callers do not change with the backend. Memory stays bounded:
 // Config.Capacity bounds the active jobs and Config.Retention the finished
 // ones kept for inspection.
+//
+// # Logging
+//
+// With Config.Logger set, the Queue logs with structured attributes (job,
+// type, attempt, delay, err): start and shutdown, retried attempts (Warn),
+// jobs failed for good and handler panics with their stack (Error), jobs
+// interrupted by Shutdown, and backend errors. It logs nothing per
+// successful job. A nil Logger is silent.
+//
+// # Workers
+//
+// Config.Workers follows the library's one convention for worker counts
+// (the same as in pool and procpool): n > 0 means exactly n, zero means
+// runtime.GOMAXPROCS(0), negative is invalid. A process that only submits
+// and watches jobs run elsewhere on a shared backend sets Config.NoWorkers.
 //
 // # Goroutines
 //

@@ -1,11 +1,8 @@
 package jobqueue
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"runtime/debug"
-	"slices"
 )
 
 // Sentinel errors. Errors returned by this package wrap them with %w; match
@@ -41,46 +38,6 @@ var (
 	// ErrNotInJob is returned by Progress when ctx is not a handler's context.
 	ErrNotInJob = errors.New("jobqueue: context is not a job's context")
 )
-
-// PanicError is the error of an attempt whose handler panicked. The panic is
-// recovered on the worker, the attempt counts as failed (and is retried like
-// any other failure), and the worker goes on with the next job.
-type PanicError struct {
-	Value any    // the value passed to panic
-	Stack []byte // the panicking goroutine's stack, from runtime/debug.Stack
-}
-
-// newPanicError captures the stack in the deferred recover. The frames of
-// the recovery itself (debug.Stack, this function, the deferred function and
-// panic) are cut, so the stack starts at the goroutine header followed by
-// the frame that panicked.
-func newPanicError(v any) *PanicError {
-	stack := debug.Stack()
-	header, _, _ := bytes.Cut(stack, []byte("\n"))
-	if i := bytes.Index(stack, []byte("\npanic(")); i >= 0 {
-		rest := stack[i+1:]
-		for range 2 { // the panic frame's function line and file line
-			if _, after, ok := bytes.Cut(rest, []byte("\n")); ok {
-				rest = after
-			}
-		}
-		stack = slices.Concat(header, []byte("\n"), rest)
-	}
-	return &PanicError{Value: v, Stack: stack}
-}
-
-// Error returns the panic value followed by the stack, so the stored
-// LastError of the job carries both.
-func (e *PanicError) Error() string {
-	return fmt.Sprintf("jobqueue: handler panic: %v\n\n%s", e.Value, e.Stack)
-}
-
-// Unwrap returns the panic value if it is an error, so errors.Is and
-// errors.As see through the panic.
-func (e *PanicError) Unwrap() error {
-	err, _ := e.Value.(error)
-	return err
-}
 
 type permanentError struct{ err error }
 

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/corework/corework/jobqueue"
+	"github.com/corework/corework/panics"
 )
 
 func fib(n int) int {
@@ -160,4 +164,58 @@ func ExampleQueue_Cancel() {
 	info, err := q.Wait(ctx, id)
 	fmt.Println(info.State, errors.Is(err, jobqueue.ErrCanceled))
 	// Output: canceled true
+}
+
+// A panicking handler fails its attempt with a *panics.Error; the job's
+// LastError holds its message, a blank line and the stack.
+func Example_panic() {
+	q, _ := jobqueue.New(jobqueue.Config{MaxAttempts: 1, OnError: func(job *jobqueue.Job, attempt int, err error) {
+		var pe *panics.Error
+		if errors.As(err, &pe) {
+			fmt.Printf("OnError: source %s, task %s, value %v, stack captured %v\n", pe.Source, pe.Task, pe.Value, len(pe.Stack) > 0)
+		}
+	}})
+	defer q.Shutdown(context.Background())
+	jobqueue.HandleFunc(q, "render", func(ctx context.Context, template string) (string, error) {
+		panic("no template " + template)
+	})
+	q.Start()
+	ctx := context.Background()
+	id, _ := q.Submit(ctx, jobqueue.JobRequest{Type: "render", Payload: []byte(`"welcome"`)})
+	info, _ := q.Wait(ctx, id)
+	msg, stack, _ := strings.Cut(info.LastError, "\n\n")
+	fmt.Println(info.State, msg)
+	fmt.Println(strings.HasPrefix(stack, "goroutine "))
+	// Output:
+	// OnError: source jobqueue, task render, value no template welcome, stack captured true
+	// failed jobqueue: task render panicked: no template welcome
+	// true
+}
+
+// With a Logger the Queue logs retries, failures, panics and backend errors
+// as structured records. Here only warnings and errors are kept, without
+// the time and the random IDs, so the output is stable.
+func ExampleConfig_logger() {
+	drop := map[string]bool{slog.TimeKey: true, "queue": true, "job": true}
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		Level: slog.LevelWarn,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if drop[a.Key] {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	q, _ := jobqueue.New(jobqueue.Config{Logger: logger, Backoff: func(int, error) time.Duration { return time.Millisecond }})
+	defer q.Shutdown(context.Background())
+	q.Handle("send", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
+		return nil, errors.New("server busy")
+	}))
+	q.Start()
+	ctx := context.Background()
+	id, _ := q.Submit(ctx, jobqueue.JobRequest{Type: "send", MaxAttempts: 2})
+	q.Wait(ctx, id)
+	// Output:
+	// level=WARN msg="job retrying" type=send attempt=1 max_attempts=2 delay=1ms err="server busy"
+	// level=ERROR msg="job failed" type=send attempt=2 err="server busy"
 }

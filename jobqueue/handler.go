@@ -10,7 +10,8 @@ import (
 // Handler runs jobs of one type. ProcessJob returns the job's result as JSON
 // (nil for none) or an error. An error fails the attempt: the job is retried
 // with backoff until its MaxAttempts, unless the error is marked with
-// Permanent. A panic is recovered and fails the attempt with a *PanicError.
+// Permanent. A panic is recovered and fails the attempt with a *panics.Error
+// (Source "jobqueue", Task the job type), retried like any failure.
 //
 // ctx is canceled when the job times out, is canceled with Queue.Cancel, or
 // Shutdown runs out of time. It carries the job (see JobFromContext and

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/corework/corework/jobqueue"
+	"github.com/corework/corework/panics"
 	"github.com/corework/corework/procpool"
 )
 
@@ -24,7 +25,7 @@ var (
 	procPanic = procpool.Register("jobqueue_test.panic", func(context.Context, int) (int, error) { panic("in the worker") })
 )
 
-func TestInProcess(t *testing.T) {
+func TestProcPoolHandler(t *testing.T) {
 	pool, err := procpool.New(procpool.WithWorkers(1))
 	if err != nil {
 		t.Fatal(err)
@@ -84,15 +85,25 @@ func TestInProcess(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	var jpe *jobqueue.PanicError
-	var ppe *procpool.PanicError
 	found := false
 	for _, e := range errs {
-		if errors.As(e, &jpe) && errors.As(e, &ppe) && len(jpe.Stack) > 0 {
+		var pe *panics.Error
+		if errors.As(e, &pe) {
+			// procpool's own error, passed through: not wrapped in a second
+			// panic error by the jobqueue side.
+			if pe.Source != "procpool" || pe.Task != "jobqueue_test.panic" || len(pe.Stack) == 0 {
+				t.Fatalf("panic error %#v, want procpool's for task jobqueue_test.panic with the worker's stack", pe)
+			}
+			if e != error(pe) {
+				t.Fatalf("OnError got %T wrapping the *panics.Error, want it as it is", e)
+			}
+			if !strings.Contains(info.LastError, pe.Error()+"\n\n") {
+				t.Fatalf("LastError lacks the panic's message and stack:\n%s", info.LastError)
+			}
 			found = true
 		}
 	}
 	if !found {
-		t.Fatalf("no *PanicError wrapping a *procpool.PanicError among %v", errs)
+		t.Fatalf("no *panics.Error among %v", errs)
 	}
 }

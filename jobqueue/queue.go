@@ -5,92 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 )
-
-const (
-	defaultCapacity   = 65_536
-	defaultMaxPayload = 1 << 20
-	defaultSubBuffer  = 1024
-)
-
-// ShutdownPolicy says what Shutdown does with jobs that have not started.
-type ShutdownPolicy uint8
-
-const (
-	// DrainPending runs the jobs that are ready (pending) when Shutdown
-	// begins, and those that become ready while it runs, until none is left
-	// or Shutdown's context ends. Scheduled jobs and retry delays that have
-	// not come due are left.
-	DrainPending ShutdownPolicy = iota
-	// LeavePending stops fetching at once: only running jobs finish, and
-	// everything else stays in the backend (lost with the memory backend,
-	// kept by a durable one).
-	LeavePending
-)
-
-// Config configures a Queue. The zero value is a working configuration:
-// an in-memory backend, one worker per CPU, strict priority.
-type Config struct {
-	// Workers is the number of worker goroutines. Zero means
-	// runtime.GOMAXPROCS(0). A negative value means none: the Queue only
-	// submits and observes jobs run by other processes sharing its backend,
-	// and Submit accepts types with no handler here.
-	Workers int
-	// Capacity bounds the active jobs (pending, scheduled, running,
-	// retrying). Zero means 65,536.
-	Capacity int
-	// BlockOnFull makes Submit wait for room until its context ends instead
-	// of returning ErrQueueFull. False means fail fast.
-	BlockOnFull bool
-	// Backend stores the jobs. Nil means NewMemoryBackend(). The Queue owns
-	// it: Shutdown closes it.
-	Backend Backend
-	// AgingInterval turns on anti-starvation. Zero means strict priority: a
-	// job runs only when no higher level has a ready job, so a steady flood
-	// of high jobs starves lower ones indefinitely. With a positive interval
-	// a ready job ranks one level higher per interval waited (up to
-	// MaxPriority), FIFO among equals; a job at level p therefore waits at
-	// most about (MaxPriority-p) intervals plus the queue ahead of it at the
-	// top level. The cost is bounded inversion: once aged, an old low job
-	// runs before fresh high ones.
-	AgingInterval time.Duration
-	// Retention bounds the finished jobs kept for Get, List and Wait; see
-	// Retention for its zero values (10,000 jobs, one hour).
-	Retention Retention
-	// MaxAttempts is the default of JobRequest.MaxAttempts. Zero means 3.
-	MaxAttempts int
-	// Timeout is the default of JobRequest.Timeout. Zero (or negative)
-	// means no timeout.
-	Timeout time.Duration
-	// RetryDelay is the base of the exponential backoff: attempt n waits
-	// RetryDelay*2^(n-1), capped at MaxRetryDelay, with jitter (a random
-	// value between half and all of it). Zero means one second.
-	RetryDelay time.Duration
-	// MaxRetryDelay caps the backoff. Zero means five minutes.
-	MaxRetryDelay time.Duration
-	// Backoff, if set, replaces the exponential backoff: it returns the
-	// delay before the attempt after attempt n failed with err. Nil means
-	// the exponential backoff above.
-	Backoff func(attempt int, err error) time.Duration
-	// ShutdownPolicy says what Shutdown does with jobs not yet started.
-	// The zero value is DrainPending.
-	ShutdownPolicy ShutdownPolicy
-	// MaxPayload bounds a job's payload in bytes. Zero means 1 MiB.
-	MaxPayload int
-	// SubscriberBuffer is the default channel capacity of a Subscription.
-	// Zero means 1024.
-	SubscriberBuffer int
-	// OnError, if set, is called on the worker with every failed attempt's
-	// error (a *PanicError for a panic) and with backend errors (job nil).
-	// It must not block. Nil means errors are only stored with the job.
-	OnError func(job *Job, attempt int, err error)
-}
 
 // entry is a registered handler with its per-type statistics.
 type entry struct {
@@ -107,6 +28,7 @@ type entry struct {
 // submitted before Start wait for it.
 type Queue struct {
 	cfg     Config
+	log     *slog.Logger // cfg.Logger with the queue's tag
 	backend Backend
 	ids     *idGen
 	started time.Time
@@ -130,6 +52,7 @@ type Queue struct {
 	keeperEnd chan struct{}
 	keeperWG  sync.WaitGroup
 	left      atomic.Int64
+	fetchFail atomic.Bool // a worker's fetch failed and none has succeeded since
 
 	subMu sync.Mutex
 	subs  atomic.Pointer[[]*Subscription]
@@ -153,44 +76,9 @@ type Queue struct {
 // worker: register handlers, then call Start. It returns an error if cfg is
 // invalid or the backend fails to open.
 func New(cfg Config) (*Queue, error) {
-	if cfg.Workers == 0 {
-		cfg.Workers = runtime.GOMAXPROCS(0)
-	}
-	if cfg.Capacity == 0 {
-		cfg.Capacity = defaultCapacity
-	}
-	if cfg.Capacity < 0 {
-		return nil, fmt.Errorf("jobqueue: negative Capacity %d", cfg.Capacity)
-	}
-	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = 3
-	}
-	if cfg.MaxAttempts < 0 {
-		return nil, fmt.Errorf("jobqueue: negative MaxAttempts %d", cfg.MaxAttempts)
-	}
-	if cfg.Timeout < 0 {
-		cfg.Timeout = 0
-	}
-	if cfg.RetryDelay <= 0 {
-		cfg.RetryDelay = time.Second
-	}
-	if cfg.MaxRetryDelay <= 0 {
-		cfg.MaxRetryDelay = 5 * time.Minute
-	}
-	if cfg.MaxPayload <= 0 {
-		cfg.MaxPayload = defaultMaxPayload
-	}
-	if cfg.SubscriberBuffer <= 0 {
-		cfg.SubscriberBuffer = defaultSubBuffer
-	}
-	if cfg.AgingInterval < 0 {
-		return nil, fmt.Errorf("jobqueue: negative AgingInterval %v", cfg.AgingInterval)
-	}
-	if cfg.ShutdownPolicy > LeavePending {
-		return nil, fmt.Errorf("jobqueue: unknown ShutdownPolicy %d", cfg.ShutdownPolicy)
-	}
-	if cfg.Backend == nil {
-		cfg.Backend = NewMemoryBackend()
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	q := &Queue{
 		cfg:       cfg,
@@ -203,8 +91,9 @@ func New(cfg Config) (*Queue, error) {
 		waiters:   make(map[string][]chan Event),
 		cancels:   make(map[string]time.Time),
 	}
+	q.log = cfg.Logger.With("queue", q.Tag())
 	q.fetchCtx, q.stopFetch = context.WithCancel(context.Background())
-	err := q.backend.Open(BackendConfig{
+	err = q.backend.Open(BackendConfig{
 		Capacity:      cfg.Capacity,
 		BlockOnFull:   cfg.BlockOnFull,
 		AgingInterval: cfg.AgingInterval,
@@ -297,7 +186,7 @@ func (q *Queue) Start() error {
 		return nil
 	}
 	q.running = true
-	q.workers = make([]*worker, max(q.cfg.Workers, 0))
+	q.workers = make([]*worker, q.cfg.Workers)
 	q.live.Store(int32(len(q.workers)))
 	if len(q.workers) == 0 {
 		close(q.wdone)
@@ -314,6 +203,7 @@ func (q *Queue) Start() error {
 			go q.keepLeases(d / 3)
 		}
 	}
+	q.log.Info("queue started", "workers", len(q.workers), "backend", fmt.Sprintf("%T", q.backend))
 	return nil
 }
 
@@ -337,7 +227,9 @@ func (q *Queue) keepLeases(every time.Duration) {
 		for _, w := range q.workers {
 			if c := w.cur.Load(); c != nil {
 				if err := c.lease.Extend(context.Background()); err != nil {
-					q.reportError(c.job, c.attempt, fmt.Errorf("jobqueue: extending lease: %w", err))
+					err = fmt.Errorf("jobqueue: extending lease: %w", err)
+					q.logBackendError(c.job, c.attempt, "extending lease failed", err)
+					q.reportError(c.job, c.attempt, err)
 				}
 			}
 		}
@@ -399,7 +291,7 @@ func (q *Queue) newJob(req JobRequest) (*Job, error) {
 		return nil, fmt.Errorf("%w: payload is not valid JSON", ErrInvalidJob)
 	case req.MaxAttempts < 0:
 		return nil, fmt.Errorf("%w: negative MaxAttempts", ErrInvalidJob)
-	case q.cfg.Workers > 0 && q.entry(req.Type) == nil:
+	case !q.cfg.NoWorkers && q.entry(req.Type) == nil:
 		return nil, fmt.Errorf("%w %q", ErrNoHandler, req.Type)
 	}
 	now := clockNow()
@@ -760,6 +652,16 @@ func (q *Queue) reportError(job *Job, attempt int, err error) {
 	}
 }
 
+// logBackendError logs a backend error at Error level, with the job it
+// concerns if any.
+func (q *Queue) logBackendError(job *Job, attempt int, msg string, err error) {
+	if job == nil {
+		q.log.Error(msg, "err", err)
+		return
+	}
+	q.log.Error(msg, "job", job.ID, "type", job.Type, "attempt", attempt, "err", err)
+}
+
 // count adds an outcome to the worker's (or, outside workers, the
 // Queue's), the type's and the level's counters.
 func (q *Queue) count(w *worker, e *entry, job *Job, k EventKind) {
@@ -790,7 +692,7 @@ func (q *Queue) uncount(w *worker, e *entry, job *Job, k EventKind) {
 // per worker); call it at a human rate.
 func (q *Queue) Stats() Stats {
 	now := clockNow()
-	s := Stats{Workers: max(q.cfg.Workers, 0), Submitted: q.submitted.Load(), Uptime: now.Sub(q.started)}
+	s := Stats{Workers: q.cfg.Workers, Submitted: q.submitted.Load(), Uptime: now.Sub(q.started)}
 	if bs, err := q.backend.Stats(context.Background()); err == nil {
 		s.Depth, s.Pending, s.Scheduled, s.Retrying, s.Running, s.Retained =
 			bs.Depth, bs.Pending, bs.Scheduled, bs.Retrying, bs.Running, bs.Retained
@@ -852,6 +754,7 @@ func (q *Queue) Shutdown(ctx context.Context) error {
 	if !q.closed.Load() {
 		q.closed.Store(true)
 		q.stopFetch()
+		q.log.Info("queue shutting down", "policy", q.cfg.ShutdownPolicy.name())
 		if !q.running {
 			q.running = true
 			close(q.wdone)
@@ -861,11 +764,16 @@ func (q *Queue) Shutdown(ctx context.Context) error {
 	select {
 	case <-q.wdone:
 	case <-ctx.Done():
-		q.hardStop.Store(true)
+		first := !q.hardStop.Swap(true)
+		running := 0
 		for _, w := range q.runningWorkers() {
 			if c := w.cur.Load(); c != nil {
+				running++
 				c.cancel(ErrClosed)
 			}
+		}
+		if first {
+			q.log.Warn("shutdown context ended; canceling running jobs", "running", running, "err", ctx.Err())
 		}
 		return fmt.Errorf("jobqueue: shutdown: %w", ctx.Err())
 	}
@@ -907,7 +815,10 @@ func (q *Queue) finish(ctx context.Context) error {
 	err := q.backend.Close(ctx)
 	close(q.done)
 	if err != nil {
-		return fmt.Errorf("jobqueue: closing backend: %w", err)
+		err = fmt.Errorf("jobqueue: closing backend: %w", err)
+		q.logBackendError(nil, 0, "closing backend failed", err)
+		return err
 	}
+	q.log.Info("queue stopped", "left", q.left.Load(), "interrupted", q.interrupted.Load())
 	return nil
 }

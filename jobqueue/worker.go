@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/corework/corework/panics"
 )
 
 // worker is one of the Queue's fixed worker goroutines. It fetches one job
@@ -40,6 +42,9 @@ func (w *worker) loop() {
 			w.buf[i] = nil
 		}
 		if err == nil {
+			if q.fetchFail.Load() && q.fetchFail.Swap(false) {
+				q.log.Info("backend fetch recovered")
+			}
 			continue
 		}
 		if q.fetchCtx.Err() != nil {
@@ -52,7 +57,11 @@ func (w *worker) loop() {
 			return
 		}
 		// A transient backend error: wait a little before fetching again.
-		q.reportError(nil, 0, fmt.Errorf("jobqueue: fetch: %w", err))
+		err = fmt.Errorf("jobqueue: fetch: %w", err)
+		if !q.fetchFail.Swap(true) {
+			q.logBackendError(nil, 0, "backend fetch failed; retrying every 100ms", err)
+		}
+		q.reportError(nil, 0, err)
 		select {
 		case <-time.After(100 * time.Millisecond):
 		case <-q.fetchCtx.Done():
@@ -110,6 +119,9 @@ func (w *worker) runJob(l Lease) {
 	}
 
 	res, err := call(e.h, c, job)
+	if err != nil {
+		q.logPanic(job, attempt, err)
+	}
 
 	w.cur.Store(nil)
 	if job.Timeout > 0 {
@@ -153,11 +165,12 @@ func (w *worker) runJob(l Lease) {
 	w.end(l, e, start, EventRetrying, StateRetrying, nil, err, q.backoff(attempt, err))
 }
 
-// call runs the handler, turning a panic into a *PanicError.
+// call runs the handler, turning a panic into a *panics.Error (source
+// "jobqueue", task the job type).
 func call(h Handler, ctx context.Context, job *Job) (res json.RawMessage, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			res, err = nil, newPanicError(v)
+			res, err = nil, panics.New("jobqueue", job.Type, v)
 		}
 	}()
 	return h.ProcessJob(ctx, job)
@@ -185,6 +198,8 @@ func (w *worker) end(l Lease, e *entry, start time.Time, kind EventKind, st Stat
 	ctx := context.Background()
 	var berr error
 	ev := Event{Kind: kind, JobID: job.ID, Type: job.Type, Priority: job.Priority, State: st, Attempt: l.Attempt(), Time: now}
+	logged := err
+	err = withStack(err)
 	if err != nil {
 		ev.Error = err.Error()
 	}
@@ -215,9 +230,66 @@ func (w *worker) end(l Lease, e *entry, start time.Time, kind EventKind, st Stat
 		}
 		kind, ev.Kind, ev.State, ev.Result, ev.Error, ev.NextRunAt = EventCanceled, EventCanceled, StateCanceled, nil, ErrCanceled.Error(), time.Time{}
 	} else if berr != nil {
-		q.reportError(job, l.Attempt(), fmt.Errorf("jobqueue: settling job %s as %s: %w", job.ID, st, berr))
+		berr = fmt.Errorf("jobqueue: settling job %s as %s: %w", job.ID, st, berr)
+		q.logBackendError(job, l.Attempt(), "settling job failed", berr)
+		q.reportError(job, l.Attempt(), berr)
+	}
+	if kind != EventSucceeded && (berr == nil || kind == EventCanceled) {
+		w.logOutcome(job, l.Attempt(), kind, st, logged, delay)
 	}
 	if kind.Final() && q.listening(true) {
 		q.publish(&ev)
 	}
 }
+
+// logPanic logs err with its stack if it is (or wraps) a *panics.Error.
+func (q *Queue) logPanic(job *Job, attempt int, err error) {
+	var pe *panics.Error
+	if errors.As(err, &pe) {
+		q.log.Error("job handler panicked", "job", job.ID, "type", job.Type, "attempt", attempt,
+			"source", pe.Source, "err", err, "stack", string(pe.Stack))
+	}
+}
+
+// logOutcome logs an attempt that did not succeed: retried (Warn), failed
+// for good (Error), canceled (Info) or interrupted by Shutdown (Warn).
+func (w *worker) logOutcome(job *Job, attempt int, kind EventKind, st State, err error, delay time.Duration) {
+	log := w.q.log
+	switch {
+	case kind == EventRetrying:
+		log.Warn("job retrying", "job", job.ID, "type", job.Type, "attempt", attempt,
+			"max_attempts", job.MaxAttempts, "delay", delay, "err", err)
+	case kind == EventFailed:
+		log.Error("job failed", "job", job.ID, "type", job.Type, "attempt", attempt, "err", err)
+	case kind == EventCanceled:
+		log.Info("job canceled", "job", job.ID, "type", job.Type, "attempt", attempt)
+	case st == StatePending:
+		log.Warn("job interrupted by shutdown; left pending", "job", job.ID, "type", job.Type, "attempt", attempt, "err", err)
+	}
+}
+
+// stackError is an attempt's error whose message carries a panic's stack,
+// so the job's stored LastError (and its final event's Error) has both.
+type stackError struct {
+	err   error
+	stack []byte
+}
+
+// withStack returns err, wrapped in a *stackError if a *panics.Error with a
+// stack is in its chain.
+func withStack(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *panics.Error
+	if !errors.As(err, &pe) || len(pe.Stack) == 0 {
+		return err
+	}
+	return &stackError{err: err, stack: pe.Stack}
+}
+
+// Error returns the error's message, a blank line and the stack.
+func (e *stackError) Error() string { return e.err.Error() + "\n\n" + string(e.stack) }
+
+// Unwrap returns the error.
+func (e *stackError) Unwrap() error { return e.err }

@@ -215,7 +215,7 @@ func submit(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	q, err := jobqueue.New(jobqueue.Config{Backend: b, Workers: -1, Retention: retention})
+	q, err := jobqueue.New(jobqueue.Config{Backend: b, NoWorkers: true, Retention: retention})
 	if err != nil {
 		return err
 	}
@@ -273,7 +273,7 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	q, err := jobqueue.New(jobqueue.Config{Backend: b, Workers: -1, Retention: retention})
+	q, err := jobqueue.New(jobqueue.Config{Backend: b, NoWorkers: true, Retention: retention})
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ func TestQuickRun(t *testing.T) {
 		t.Fatal("no retries, want the busy-server e-mails retried")
 	}
 	s := out.String()
-	for _, frag := range []string{"invalid recipient", "handler panic", ".render(", "goroutine",
+	for _, frag := range []string{"invalid recipient", "task email panicked", ".render(", "goroutine",
 		"retry  email", "ok     thumbnail", "ok     report", "report    low", "priority", "wait p50"} {
 		if !strings.Contains(s, frag) {
 			t.Errorf("output lacks %q", frag)

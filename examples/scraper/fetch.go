@@ -192,7 +192,7 @@ func concurrent(ctx context.Context, p *pool.Pool, f *fetcher, urls []string) it
 			if ctx.Err() != nil {
 				break
 			}
-			if err != nil { // a panic in fetch (a *pool.PanicError): keep it as the URL's failure
+			if err != nil { // a panic in fetch (a *panics.Error): keep it as the URL's failure
 				pg = page{URL: urls[i], FetchedAt: time.Now(), Err: err.Error()}
 			}
 			i++

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,11 +51,13 @@ const (
 // jobs for waiting workers, the signal sender, the event sender, and the
 // scheduler that releases delayed jobs; plus the NATS client's own.
 type Backend struct {
-	o   options
-	n   names
-	srv *Server // owned server (Embedded), shut down by Close
-	nc  *nats.Conn
-	js  jetstream.JetStream
+	o     options
+	n     names
+	srv   *Server // owned server (Embedded), shut down by Close
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	log   *slog.Logger // o.logger
+	watch *connWatch   // nil without WithLogger
 
 	mu     sync.Mutex
 	opened bool
@@ -80,6 +83,7 @@ type Backend struct {
 	evMu      sync.Mutex
 	evBuf     []byte // encoded events waiting for the event sender, one per line
 	evKick    chan struct{}
+	evDrop    atomic.Bool // events are being dropped (buffer full); logged once
 }
 
 var (
@@ -88,13 +92,14 @@ var (
 	_ jobqueue.LeaseKeeper = (*Backend)(nil)
 )
 
-func newBackend(nc *nats.Conn, o options, dial func() (*nats.Conn, error)) (*Backend, error) {
+func newBackend(nc *nats.Conn, o options, dial func() (*nats.Conn, error), watch *connWatch) (*Backend, error) {
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(o.timeout))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	b := &Backend{o: o, n: newNames(o.name), nc: nc, js: js, dial: dial, closing: make(chan struct{}), ring: make(chan struct{}, 1)}
+	b := &Backend{o: o, n: newNames(o.name), nc: nc, js: js, log: o.logger, watch: watch, dial: dial,
+		closing: make(chan struct{}), ring: make(chan struct{}, 1)}
 	b.ctx, b.stop = context.WithCancel(context.Background())
 	b.disp.init(b)
 	b.evKick = make(chan struct{}, 1)
@@ -158,6 +163,7 @@ func (b *Backend) Open(cfg jobqueue.BackendConfig) error {
 	go b.ringer()
 	go b.scheduler()
 	go b.eventSender()
+	b.log.Info("jetstream backend opened", "url", b.nc.ConnectedUrlRedacted(), "worker", cfg.WorkerTag)
 	return nil
 }
 
@@ -419,6 +425,7 @@ func (b *Backend) Close(ctx context.Context) error {
 	if b.nc.IsConnected() {
 		_ = b.nc.FlushTimeout(time.Second)
 	}
+	b.watch.closingConn()
 	b.nc.Close()
 	if b.srv != nil {
 		b.srv.Shutdown()
@@ -493,10 +500,19 @@ func (b *Backend) emit(ev *jobqueue.Event) {
 	data := encodeEvent(ev)
 	b.evMu.Lock()
 	first := len(b.evBuf) == 0
+	dropped := false
 	if len(b.evBuf)+len(data) < eventBufMax {
 		b.evBuf = append(append(b.evBuf, data...), '\n')
+	} else {
+		dropped = true
 	}
 	b.evMu.Unlock()
+	switch {
+	case dropped && !b.evDrop.Swap(true):
+		b.log.Warn("dropping events for other processes: buffer full while the server is away", "buffer_bytes", eventBufMax)
+	case !dropped && b.evDrop.Load():
+		b.evDrop.Store(false)
+	}
 	if first {
 		select {
 		case b.evKick <- struct{}{}:

@@ -162,7 +162,7 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := newQueue(t, b, jobqueue.Config{Workers: -1}) // submits and watches only
+	q := newQueue(t, b, jobqueue.Config{NoWorkers: true}) // submits and watches only
 
 	victim := startWorker(t, "hang", srv.ClientURL(), name)
 	id, err := q.Submit(testCtx(t), jobqueue.JobRequest{Type: "crashy", MaxAttempts: 3})
@@ -392,7 +392,7 @@ func TestWorkerKilledOnLastAttempt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := newQueue(t, b, jobqueue.Config{Workers: -1})
+	q := newQueue(t, b, jobqueue.Config{NoWorkers: true})
 	victim := startWorker(t, "hang", srv.ClientURL(), name)
 	id, err := q.Submit(testCtx(t), jobqueue.JobRequest{Type: "crashy", MaxAttempts: 1})
 	if err != nil {

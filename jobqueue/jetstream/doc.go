@@ -153,6 +153,15 @@
 // Embedded backend's server stops with it). It needs nats-server 2.11 or
 // later (per-message TTLs).
 //
+// # Logging
+//
+// WithLogger gives the backend a *slog.Logger for what the Queue cannot
+// see: the connection lost, regained or closed for good, a lease lost to
+// another delivery, a job redelivered after its worker's lease expired, a
+// job dead-lettered and a stored message that does not decode. Pass the
+// same logger as jobqueue.Config.Logger to see both sides in one stream.
+// Without it the backend is silent.
+//
 // Panic policy: the backend does not run handlers and never panics on
 // what it reads; a stored job that does not decode is dead-lettered and
 // terminated with ErrBadMessage.

@@ -55,7 +55,7 @@ func Example() {
 }
 
 // Worker processes on other machines join a listening server with Connect;
-// a process that only submits and watches uses Workers: -1.
+// a process that only submits and watches sets NoWorkers.
 func ExampleConnect() {
 	dir, err := os.MkdirTemp("", "corework-example")
 	if err != nil {
@@ -72,7 +72,7 @@ func ExampleConnect() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	producer, err := jobqueue.New(jobqueue.Config{Backend: backend, Workers: -1})
+	producer, err := jobqueue.New(jobqueue.Config{Backend: backend, NoWorkers: true})
 	if err != nil {
 		log.Fatal(err)
 	}

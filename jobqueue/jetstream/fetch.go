@@ -429,6 +429,10 @@ func (b *Backend) claim(m jetstream.Msg) *lease {
 						fmt.Sprintf("jetstream: lease of attempt %d expired (worker %s lost) and no attempt is left", cur.Attempts, cur.Worker))
 					return nil
 				}
+				if cur.State == jobqueue.StateRunning {
+					b.log.Warn("job redelivered: its worker's lease expired", "job", job.ID, "type", job.Type,
+						"attempt", cur.Attempts+1, "lost_worker", cur.Worker)
+				}
 				l.rec.Attempts = cur.Attempts + 1
 				l.rec.Progress, l.rec.ProgressMessage = cur.Progress, cur.ProgressMessage
 				l.rec.LastError, l.rec.RetriedAt = cur.LastError, cur.RetriedAt
@@ -491,8 +495,15 @@ func (b *Backend) finishAside(ctx context.Context, m jetstream.Msg, cur *record,
 	kind := jobqueue.EventFailed
 	if st == jobqueue.StateCanceled {
 		kind = jobqueue.EventCanceled
+	} else {
+		b.logDead(&r)
 	}
 	b.emitAll(r.event(kind))
+}
+
+// logDead logs a failed job copied to the dead-letter stream.
+func (b *Backend) logDead(r *record) {
+	b.log.Warn("job dead-lettered", "job", r.ID, "type", r.Type, "attempt", r.Attempts, "err", r.LastError)
 }
 
 // deadLetterRaw terminates a message that does not decode, keeping its
@@ -505,8 +516,10 @@ func (b *Backend) deadLetterRaw(m jetstream.Msg, cause error) {
 		id = fmt.Sprintf("seq%d", md.Sequence.Stream)
 	}
 	if _, _, err := b.st.publish(ctx, b.n.deadSubject(id), m.Data(), nil); err != nil {
+		b.log.Error("dead-lettering an undecodable message failed; it stays queued", "message", id, "err", err)
 		_ = m.Nak()
 		return
 	}
+	b.log.Error("undecodable job message dead-lettered", "message", id, "err", cause)
 	_ = m.TermWithReason(cause.Error())
 }

@@ -109,6 +109,8 @@ func (f *finisher) failed(r *doneReq) {
 		f.send(r)
 		return
 	}
+	f.b.log.Warn("storing a final record failed; the job's message is given back and settled on its next delivery",
+		"subject", r.subj, "tries", r.tries)
 	_ = r.m.Nak()
 }
 

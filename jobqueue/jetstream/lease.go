@@ -55,6 +55,12 @@ func (l *lease) write(ctx context.Context, next *record, ttl time.Duration, keep
 			return false, err
 		}
 		if !ok || cur.Delivery != l.rec.Delivery || cur.State != jobqueue.StateRunning {
+			owner := ""
+			if ok {
+				owner = cur.Worker
+			}
+			l.b.log.Warn("lease lost: the job was delivered again, this attempt's outcome is dropped",
+				"job", l.job.ID, "type", l.job.Type, "attempt", l.attempt, "owner", owner)
 			return false, fmt.Errorf("%w: job %s", ErrLeaseLost, l.job.ID)
 		}
 		l.rev = rev
@@ -163,6 +169,7 @@ func (l *lease) finish(ctx context.Context, kind jobqueue.EventKind) error {
 			_ = l.m.Nak() // settled on its next delivery
 			return fmt.Errorf("jetstream: dead-lettering %s: %w", l.job.ID, err)
 		}
+		b.logDead(&l.rec)
 	}
 	switch {
 	case b.st.keepDone:

@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -26,6 +27,8 @@ type options struct {
 	deadMax  int
 	deadAge  time.Duration
 	timeout  time.Duration
+	logger   *slog.Logger // never nil after buildOptions
+	logging  bool         // a logger was given
 }
 
 func buildOptions(opts []Option) (options, error) {
@@ -44,6 +47,11 @@ func buildOptions(opts []Option) (options, error) {
 			f(&o)
 		}
 	}
+	o.logging = o.logger != nil
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	o.logger = o.logger.With("jetstream", o.name)
 	switch {
 	case !validName(o.name):
 		return o, fmt.Errorf("jetstream: invalid name %q (letters, digits, '-' and '_' only)", o.name)
@@ -137,6 +145,16 @@ func WithDeadLetters(maxJobs int, maxAge time.Duration) Option {
 // call whose context has no deadline (storing a job, settling a lease). The
 // default is ten seconds.
 func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// WithLogger sets the logger of the backend's notable events, as structured
+// records with the queue's name as attribute "jetstream": the connection
+// lost (Warn), regained (Info) or closed for good (Error) and asynchronous
+// NATS errors (Error); a lease lost to another delivery and a job
+// redelivered after its worker's lease expired (Warn); a job dead-lettered
+// (Warn) and a stored message that does not decode (Error). The connection
+// handlers chain those set with WithNATSOptions, which still run. Nil, the
+// default, is silent and leaves the connection's handlers as they are.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 func splitHostPort(hostport string) (string, int, error) {
 	host, p, err := net.SplitHostPort(hostport)

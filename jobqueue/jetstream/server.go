@@ -93,15 +93,15 @@ func (s *Server) Backend(opts ...Option) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	dial := func() (*nats.Conn, error) {
-		return nats.Connect("", nats.InProcessServer(inProcess{s.ns}), nats.Name("corework-"+o.name), nats.NoEcho(),
-			nats.MaxReconnects(0))
-	}
-	nc, err := dial()
+	nopts := []nats.Option{nats.InProcessServer(inProcess{s.ns}), nats.Name("corework-" + o.name), nats.NoEcho(),
+		nats.MaxReconnects(0)}
+	dial := func() (*nats.Conn, error) { return nats.Connect("", nopts...) }
+	watch := newConnWatch(&o)
+	nc, err := nats.Connect("", watch.withWatch(nopts)...)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: connecting in-process: %w", err)
 	}
-	return newBackend(nc, o, dial)
+	return newBackend(nc, o, dial, watch)
 }
 
 // Shutdown stops the server and waits until it has stopped; connected
@@ -148,9 +148,10 @@ func Connect(url string, opts ...Option) (*Backend, error) {
 		nats.ReconnectWait(250 * time.Millisecond)}, o.natsOpts...)
 	nopts = append(nopts, nats.NoEcho())
 	dial := func() (*nats.Conn, error) { return nats.Connect(url, nopts...) }
-	nc, err := dial()
+	watch := newConnWatch(&o)
+	nc, err := nats.Connect(url, watch.withWatch(nopts)...)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: connecting to %s: %w", url, err)
 	}
-	return newBackend(nc, o, dial)
+	return newBackend(nc, o, dial, watch)
 }

@@ -28,7 +28,7 @@ func TestTwoProcessesShareAQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := newQueue(t, ba, jobqueue.Config{Workers: 2})
-	b := newQueue(t, bb, jobqueue.Config{Workers: -1})
+	b := newQueue(t, bb, jobqueue.Config{NoWorkers: true})
 	canceled := make(chan error, 1)
 	a.Handle("block", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
 		<-ctx.Done()

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/corework/corework/jobqueue"
+	"github.com/corework/corework/panics"
 )
 
 // Run runs the suite as subtests of t, with a new backend from newBackend
@@ -517,9 +518,14 @@ func (s *suite) panics(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	var pe *jobqueue.PanicError
-	if len(seen) != 2 || !errors.As(seen[0], &pe) || pe.Value != "kaboom" || len(pe.Stack) == 0 {
-		t.Fatalf("OnError saw %v, want two *PanicError with value kaboom and a stack", seen)
+	var pe *panics.Error
+	if len(seen) != 2 || !errors.As(seen[0], &pe) || pe.Source != "jobqueue" || pe.Task != "boom" ||
+		pe.Value != "kaboom" || len(pe.Stack) == 0 {
+		t.Fatalf("OnError saw %v, want two *panics.Error from jobqueue, task boom, value kaboom, with a stack", seen)
+	}
+	var last *panics.Error // the final attempt's, whose error is stored
+	if !errors.As(seen[1], &last) || info.LastError != last.Error()+"\n\n"+string(last.Stack) {
+		t.Errorf("LastError is not the panic's message, a blank line and its stack:\n%s", info.LastError)
 	}
 	// The worker survived.
 	waitAll(t, q, []string{submit(t, q, jobqueue.JobRequest{Type: "rec", Payload: payload(1)})})

@@ -1,0 +1,157 @@
+package jobqueue
+
+import (
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+)
+
+const (
+	defaultCapacity   = 65_536
+	defaultMaxPayload = 1 << 20
+	defaultSubBuffer  = 1024
+)
+
+// ShutdownPolicy says what Shutdown does with jobs that have not started.
+type ShutdownPolicy uint8
+
+const (
+	// DrainPending runs the jobs that are ready (pending) when Shutdown
+	// begins, and those that become ready while it runs, until none is left
+	// or Shutdown's context ends. Scheduled jobs and retry delays that have
+	// not come due are left.
+	DrainPending ShutdownPolicy = iota
+	// LeavePending stops fetching at once: only running jobs finish, and
+	// everything else stays in the backend (lost with the memory backend,
+	// kept by a durable one).
+	LeavePending
+)
+
+func (p ShutdownPolicy) name() string {
+	if p == LeavePending {
+		return "leave-pending"
+	}
+	return "drain-pending"
+}
+
+// Config configures a Queue. The zero value is a working configuration:
+// an in-memory backend, one worker per CPU, strict priority, no logging.
+type Config struct {
+	// Workers is the number of worker goroutines: n > 0 runs exactly n.
+	// Zero means runtime.GOMAXPROCS(0). A negative value is invalid (New
+	// returns an error); to run none, set NoWorkers.
+	Workers int
+	// NoWorkers makes a Queue that starts no worker: it only submits and
+	// observes jobs run by other processes sharing its backend, and Submit
+	// accepts types with no handler here. Workers must then be zero. False
+	// means the Queue runs jobs, and Submit refuses types with no handler.
+	NoWorkers bool
+	// Capacity bounds the active jobs (pending, scheduled, running,
+	// retrying). Zero means 65,536.
+	Capacity int
+	// BlockOnFull makes Submit wait for room until its context ends instead
+	// of returning ErrQueueFull. False means fail fast.
+	BlockOnFull bool
+	// Backend stores the jobs. Nil means NewMemoryBackend(). The Queue owns
+	// it: Shutdown closes it.
+	Backend Backend
+	// AgingInterval turns on anti-starvation. Zero means strict priority: a
+	// job runs only when no higher level has a ready job, so a steady flood
+	// of high jobs starves lower ones indefinitely. With a positive interval
+	// a ready job ranks one level higher per interval waited (up to
+	// MaxPriority), FIFO among equals; a job at level p therefore waits at
+	// most about (MaxPriority-p) intervals plus the queue ahead of it at the
+	// top level. The cost is bounded inversion: once aged, an old low job
+	// runs before fresh high ones.
+	AgingInterval time.Duration
+	// Retention bounds the finished jobs kept for Get, List and Wait; see
+	// Retention for its zero values (10,000 jobs, one hour).
+	Retention Retention
+	// MaxAttempts is the default of JobRequest.MaxAttempts. Zero means 3.
+	MaxAttempts int
+	// Timeout is the default of JobRequest.Timeout. Zero (or negative)
+	// means no timeout.
+	Timeout time.Duration
+	// RetryDelay is the base of the exponential backoff: attempt n waits
+	// RetryDelay*2^(n-1), capped at MaxRetryDelay, with jitter (a random
+	// value between half and all of it). Zero means one second.
+	RetryDelay time.Duration
+	// MaxRetryDelay caps the backoff. Zero means five minutes.
+	MaxRetryDelay time.Duration
+	// Backoff, if set, replaces the exponential backoff: it returns the
+	// delay before the attempt after attempt n failed with err. Nil means
+	// the exponential backoff above.
+	Backoff func(attempt int, err error) time.Duration
+	// ShutdownPolicy says what Shutdown does with jobs not yet started.
+	// The zero value is DrainPending.
+	ShutdownPolicy ShutdownPolicy
+	// MaxPayload bounds a job's payload in bytes. Zero means 1 MiB.
+	MaxPayload int
+	// SubscriberBuffer is the default channel capacity of a Subscription.
+	// Zero means 1024.
+	SubscriberBuffer int
+	// OnError, if set, is called on the worker with every failed attempt's
+	// error (a *panics.Error for a panic) and with backend errors (job nil).
+	// It must not block. Nil means errors are only stored with the job (and
+	// logged, with a Logger).
+	OnError func(job *Job, attempt int, err error)
+	// Logger receives the Queue's log records, with structured attributes
+	// ("queue" the Queue's Tag, "job", "type", "attempt", "delay", "err"):
+	// start and shutdown (Info), a failed attempt to be retried (Warn), a
+	// job failed for good and a handler panic with its "stack" (Error),
+	// jobs interrupted by Shutdown (Warn), and backend errors (Error; a
+	// failing fetch is logged once until it succeeds again). Successful
+	// jobs are not logged. Nil means silent.
+	Logger *slog.Logger
+}
+
+// withDefaults returns cfg with every zero value replaced by its default,
+// or an error if cfg is invalid. It is the one place defaults are applied.
+func (cfg Config) withDefaults() (Config, error) {
+	switch {
+	case cfg.Workers < 0:
+		return cfg, fmt.Errorf("jobqueue: negative Workers %d (zero means GOMAXPROCS; NoWorkers runs none)", cfg.Workers)
+	case cfg.NoWorkers && cfg.Workers != 0:
+		return cfg, fmt.Errorf("jobqueue: Workers %d with NoWorkers", cfg.Workers)
+	case cfg.Capacity < 0:
+		return cfg, fmt.Errorf("jobqueue: negative Capacity %d", cfg.Capacity)
+	case cfg.MaxAttempts < 0:
+		return cfg, fmt.Errorf("jobqueue: negative MaxAttempts %d", cfg.MaxAttempts)
+	case cfg.AgingInterval < 0:
+		return cfg, fmt.Errorf("jobqueue: negative AgingInterval %v", cfg.AgingInterval)
+	case cfg.ShutdownPolicy > LeavePending:
+		return cfg, fmt.Errorf("jobqueue: unknown ShutdownPolicy %d", cfg.ShutdownPolicy)
+	}
+	if cfg.Workers == 0 && !cfg.NoWorkers {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Capacity == 0 {
+		cfg.Capacity = defaultCapacity
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = 3
+	}
+	if cfg.Timeout < 0 {
+		cfg.Timeout = 0
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = time.Second
+	}
+	if cfg.MaxRetryDelay <= 0 {
+		cfg.MaxRetryDelay = 5 * time.Minute
+	}
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = defaultMaxPayload
+	}
+	if cfg.SubscriberBuffer <= 0 {
+		cfg.SubscriberBuffer = defaultSubBuffer
+	}
+	if cfg.Backend == nil {
+		cfg.Backend = NewMemoryBackend()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}
