@@ -13,10 +13,12 @@ import (
 // blocks until the reply arrives, ctx ends, or p is closed.
 //
 // When ctx ends first, Call returns ctx.Err() at once; if the task is
-// already running, its worker is killed and replaced, and the calls queued
-// behind it on that worker are sent again. A crash of the worker returns a
-// *CrashError (errors.Is ErrWorkerCrashed) unless WithRetry allows another
-// try; a handler error returns a *TaskError, a panic a *panics.Error. An
+// already running, its worker (and its process group) is killed and
+// replaced, and the calls queued behind it on that worker are sent again.
+// A crash of the worker while it runs this call returns a *CrashError
+// (errors.Is ErrWorkerCrashed) unless WithRetry allows another try; a
+// crash while the call waits behind another on that worker sends it to
+// another worker, unseen by the caller. A handler error returns a *TaskError, a panic a *panics.Error. An
 // input gob cannot encode, or one over the frame limit, fails here with
 // ErrEncode or ErrFrameTooLarge and is never sent. On an idle pool the
 // caller's goroutine writes the request and reads the reply itself: the

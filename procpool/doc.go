@@ -35,14 +35,19 @@
 //
 // # Wire
 //
-// Each worker gets two pipes as descriptors 3 (requests) and 4 (replies).
+// Each worker gets two pipes as descriptors 3 (requests) and 4 (replies),
+// and its reply journal as descriptor 5 (see Failures). Before it runs any
+// task, the worker moves the pipes to descriptors 100 and up,
+// close-on-exec, and points 3, 4 and 5 at /dev/null, so task code that
+// closes or writes them, or a child process it starts, breaks nothing.
 // Frames carry a length (checked against the WithMaxFrame limit before
 // anything is allocated), a small binary header (request id, task name,
 // deadline, chunk size) and the input or output as gob, written by one
 // long-lived gob.Encoder per direction, so a type's description crosses
 // once. The parent keeps a pipeline of requests in flight per worker
 // (WithPipelineDepth) and batches the writes; the worker batches its
-// replies while more requests are buffered.
+// replies while more requests are buffered, keeping the batch in its
+// journal (see Failures).
 // The goroutine that reads a worker's replies sends it the next queued
 // requests itself, so a stream of tasks costs the parent one wake-up per
 // reply batch: on a machine whose every CPU runs a worker, each wake-up of
@@ -61,13 +66,36 @@
 // panic as a *panics.Error (Source "procpool", Task the task's name, Value
 // the panic value as text, Stack the worker's stack): the library's one
 // panic type, so one errors.As catches panics from pool, procpool and
-// jobqueue alike. The worker goes on. A worker that dies (os.Exit, a signal,
-// the OOM killer) fails only the requests it had in flight, with a
-// *CrashError that matches ErrWorkerCrashed and carries the exit status and
-// the tail of its stderr, or sends them again under WithRetry; a new worker
-// takes its slot and every other call goes on. A call whose context ends
-// returns ctx.Err() at once; if its task is running, the worker is killed
-// and replaced (tasks are not asked to stop). A corrupt or oversized frame
+// jobqueue alike. The worker goes on.
+//
+// A worker that dies (os.Exit, a signal, the OOM killer) fails only the
+// call it was running, with a *CrashError that matches ErrWorkerCrashed and
+// carries the exit status and the tail of its stderr, or sends it again
+// under WithRetry (for a chunk of Map or Stream, the whole chunk); a new
+// worker takes its slot and every other call goes on. The parent knows
+// which request that was: a worker runs its requests in order, and before
+// it starts one it has either written the replies to the earlier ones to
+// its pipe or recorded them in its journal, memory it shares with the
+// parent (a memfd on Linux), which the parent reads after the death
+// without costing the worker a system call per task. So the running
+// request is the oldest one without a reply; the requests queued behind it
+// on that worker never started and are sent to another worker (or to the
+// new one) without counting as a retry. The oldest request counts as
+// started even if the worker died before starting it (while reading it,
+// say), since the parent cannot tell: a crash never makes a call run
+// twice unless WithRetry allows it. After a corrupt reply, when the parent cannot tell
+// how far the worker got, every request it held counts as started.
+//
+// A call whose context ends returns ctx.Err() at once; if its task is
+// running, the worker is killed and replaced (tasks are not asked to stop),
+// and the calls queued behind it are sent again (should the worker have
+// finished the task just before the kill and started the next one, that
+// one runs again elsewhere). Each worker runs in a
+// process group of its own (Unix): when it ends, for whatever reason (a
+// timeout, a crash, Close, Shutdown, recycling), the parent kills the whole
+// group with SIGKILL, so the processes a task started and left running end
+// with its worker. A child that must outlive its worker has to leave the
+// group (Setpgid or Setsid). A corrupt or oversized frame
 // ends the worker it came from (or, in a worker, the worker itself). In the
 // parent, procpool runs no user code but gob's: a panic in a GobEncode or
 // GobDecode method becomes an ErrEncode or ErrDecode error. The pool logs
@@ -77,15 +105,20 @@
 //
 // Workers die with the parent: on Linux they are started with Pdeathsig
 // SIGKILL from one OS thread that lives as long as the pool, and a worker
-// exits when its request pipe closes. Workers ignore SIGINT, so Ctrl-C in a
-// terminal reaches only the parent, which can shut them down in order.
-// Every worker process is waited for; none is left as a zombie.
+// exits when its request pipe closes. (The processes its tasks started are
+// then left running: with the parent gone, nobody kills the group.)
+// Workers ignore SIGINT and are not in the terminal's foreground process
+// group, so Ctrl-C in a terminal reaches only the parent, which can shut
+// them down in order. Every worker process is waited for; none is left as
+// a zombie.
 //
 // # Platforms
 //
 // Linux is the first-class target. On other Unix systems there is no
 // Pdeathsig (a worker notices its parent's death when its current task
-// ends) and New with WithPinnedWorkers fails with affinity.ErrUnsupported.
+// ends), the journal is an unlinked temporary file, a worker's group is
+// killed just after the worker is reaped rather than just before, and New
+// with WithPinnedWorkers fails with affinity.ErrUnsupported.
 // On Windows, where a child cannot inherit extra descriptors, New fails
 // with an error matching errors.ErrUnsupported.
 package procpool

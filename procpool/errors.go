@@ -15,7 +15,8 @@ var (
 	ErrClosed = errors.New("procpool: pool closed")
 
 	// ErrWorkerCrashed is matched (errors.Is) by the *CrashError of a call
-	// whose worker process died while the call was in flight.
+	// whose worker process died while running it (see the package doc for
+	// how the parent knows), when WithRetry allows no other try.
 	ErrWorkerCrashed = errors.New("procpool: worker crashed")
 
 	// ErrUnknownTask is returned when the worker has no task of the name the
@@ -51,9 +52,9 @@ func (e *TaskError) Error() string {
 	return fmt.Sprintf("procpool: task %s: %s", e.Task, e.Message)
 }
 
-// CrashError is the error of a call whose worker process died, or was
-// killed, while the call was in flight. errors.Is(err, ErrWorkerCrashed)
-// holds. Err is the protocol error that ended the worker, if one did, else
+// CrashError is the error of a call whose worker process died while
+// running it (killed by a signal, the OOM killer, os.Exit...), or broke
+// the protocol. errors.Is(err, ErrWorkerCrashed) holds. Err is the protocol error that ended the worker, if one did, else
 // the *exec.ExitError of its wait (nil for an exit with status 0).
 type CrashError struct {
 	Worker int              // worker slot, 0 to n-1 in a pool of n workers

@@ -42,8 +42,9 @@ func (p *Pool) logStartFailed(s *slot, err error, failures int, retry time.Durat
 
 // logCrashed reports a worker that died without being asked to, and what
 // became of the requests it held: failed ones returned ce to their callers,
-// retried ones were queued again (WithRetry).
-func (p *Pool) logCrashed(ce *CrashError, tasks, failed, retried int) {
+// retried ones were queued again (WithRetry), resent ones, which had not
+// started, were queued again without counting an attempt.
+func (p *Pool) logCrashed(ce *CrashError, tasks, failed, retried, resent int) {
 	attrs := []slog.Attr{slog.Int("worker", ce.Worker), slog.Int("pid", ce.PID)}
 	if st := ce.State; st != nil {
 		attrs = append(attrs, slog.String("status", st.String()), slog.Int("exit_code", st.ExitCode()))
@@ -57,7 +58,7 @@ func (p *Pool) logCrashed(ce *CrashError, tasks, failed, retried int) {
 	if ce.Err != nil && (ce.State == nil || !isExitErr(ce.Err)) {
 		attrs = append(attrs, slog.Any("err", ce.Err))
 	}
-	attrs = append(attrs, slog.Int("tasks", tasks), slog.Int("failed", failed), slog.Int("retried", retried))
+	attrs = append(attrs, slog.Int("tasks", tasks), slog.Int("failed", failed), slog.Int("retried", retried), slog.Int("resent", resent))
 	if line := lastLine(ce.Stderr); line != "" {
 		attrs = append(attrs, slog.String("stderr", line))
 	}

@@ -110,9 +110,12 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
-// WithRetry sends a call again, up to n more times, when the worker it was
-// in flight on crashed (ErrWorkerCrashed). The default 0 fails such calls;
-// a negative n makes New fail. Tasks retried this way may run more than
+// WithRetry sends a call again, up to n more times, when its worker crashed
+// (ErrWorkerCrashed) while running it, or before answering it when it was
+// the oldest request the worker held (see the package doc). The default 0
+// fails such calls; a negative n makes New fail. Calls queued behind it on
+// that worker never started: they are sent again whatever n is, and that
+// does not count as a retry. Tasks retried this way may run more than
 // once, so they should be idempotent.
 func WithRetry(n int) Option {
 	return func(o *options) {

@@ -60,13 +60,16 @@ func workerMain(slot string) int {
 		return 2
 	}
 	signal.Ignore(os.Interrupt)
-	in, out, err := workerFiles(ppid)
+	in, out, journal, err := workerFiles(ppid)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "procpool: worker %d: %v\n", id, err)
 		return 2
 	}
 	tasks, inits := lookupTasks()
 	s := newServer(in, out, limit, tasks)
+	if journal != nil {
+		s.useJournal(journal)
+	}
 	if err := s.start(context.Background(), id, inits); err != nil {
 		fmt.Fprintf(os.Stderr, "procpool: worker %d: %v\n", id, err)
 		return 1
@@ -89,9 +92,10 @@ type server struct {
 	src bytes.Reader
 	dec *gob.Decoder
 
-	ob        outBuf
+	ob        outBuf // the reply batch, in the journal if there is one
 	enc       *gob.Encoder
 	resetNext bool
+	jmem      []byte // the journal, shared with the parent; nil if none
 
 	lastDur    time.Duration
 	batchStart time.Time
@@ -134,6 +138,10 @@ func runInit(ctx context.Context, fn func(context.Context, int) error, id int) (
 
 // serve runs requests until the request pipe ends. It returns nil at a clean
 // end of input and the error of a corrupt or oversized frame otherwise.
+// Requests run one at a time, in order; the reply of each is committed
+// (see commit) before the next one is read, so that the parent, after a
+// death, knows every reply made: the request that was running is the
+// oldest unanswered one.
 func (s *server) serve(ctx context.Context) error {
 	for {
 		if len(s.ob.b) > 0 && (s.lastDur > flushAfterTask || len(s.ob.b) > flushBytes ||
@@ -156,20 +164,10 @@ func (s *server) serve(ctx context.Context) error {
 		}
 		s.exec(ctx, q, start)
 		s.lastDur = time.Since(start)
+		if err := s.commit(); err != nil {
+			return err
+		}
 	}
-}
-
-func (s *server) flush() error {
-	if len(s.ob.b) == 0 {
-		return nil
-	}
-	_, err := s.w.Write(s.ob.b)
-	if cap(s.ob.b) > 4<<20 {
-		s.ob.b = nil
-	} else {
-		s.ob.b = s.ob.b[:0]
-	}
-	return err
 }
 
 // workReq is one decoded request.
@@ -253,19 +251,11 @@ func (s *server) exec(ctx context.Context, q *workReq, start time.Time) {
 // limit, it sends a whole-request error instead.
 func (s *server) replyValue(id uint64, dur time.Duration, errs []itemErr, v any) {
 	st := s.ob.begin()
-	s.ob.b = append(s.ob.b, repResult)
-	s.ob.b = binary.AppendUvarint(s.ob.b, id)
-	s.ob.b = binary.AppendUvarint(s.ob.b, uint64(max(dur, 0)))
-	if len(errs) == 0 {
-		s.ob.b = append(s.ob.b, statusOK)
-	} else {
-		s.ob.b = append(s.ob.b, statusItems)
-		s.ob.b = binary.AppendUvarint(s.ob.b, uint64(len(errs)))
-		for i := range errs {
-			s.ob.b = binary.AppendUvarint(s.ob.b, uint64(errs[i].index))
-			s.ob.b = appendItemErr(s.ob.b, &errs[i])
-		}
+	status := byte(statusOK)
+	if len(errs) > 0 {
+		status = statusItems
 	}
+	s.ob.b = appendReplyHeader(s.ob.b, id, int64(dur), status, errs)
 	err := safeEncode(s.enc, v)
 	if err == nil {
 		if s.ob.finish(st, s.limit, s.resetNext) {
@@ -290,10 +280,7 @@ func (s *server) replyValue(id uint64, dur time.Duration, errs []itemErr, v any)
 // and stack to fit the frame limit.
 func (s *server) replyErr(id uint64, dur time.Duration, e *itemErr) {
 	st := s.ob.begin()
-	s.ob.b = append(s.ob.b, repResult)
-	s.ob.b = binary.AppendUvarint(s.ob.b, id)
-	s.ob.b = binary.AppendUvarint(s.ob.b, uint64(max(dur, 0)))
-	s.ob.b = append(s.ob.b, statusError)
+	s.ob.b = appendReplyHeader(s.ob.b, id, int64(dur), statusError, nil)
 	short := itemErr{kind: e.kind, msg: truncate(e.msg, s.limit/4)}
 	if len(e.stack) <= s.limit/2 {
 		short.stack = e.stack

@@ -35,28 +35,39 @@ func pipe(parentReads bool) (r, w *os.File, err error) {
 	return os.NewFile(uintptr(fds[0]), "procpool-pipe-r"), os.NewFile(uintptr(fds[1]), "procpool-pipe-w"), nil
 }
 
-// sysProcAttr makes a worker receive SIGKILL when the thread that forked it
-// ends (the pool's spawning thread, which lives as long as the pool, or the
-// whole parent process when it dies).
+// sysProcAttr puts a worker in a process group of its own (see killGroup)
+// and makes it receive SIGKILL when the thread that forked it ends (the
+// pool's spawning thread, which lives as long as the pool, or the whole
+// parent process when it dies).
 func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 }
 
-// workerFiles opens the worker's ends of the pipes, fds 3 (requests) and 4
-// (replies), after checking the parent is still the one that started it
-// (it may have died before Pdeathsig took effect).
-func workerFiles(ppid int) (*os.File, *os.File, error) {
-	if os.Getppid() != ppid {
-		return nil, nil, fmt.Errorf("parent %d is gone", ppid)
+// newJournal creates a worker's reply journal: a memfd of journalSize
+// bytes, close-on-exec in the parent.
+func newJournal() (*os.File, error) {
+	fd, err := unix.MemfdCreate("procpool-journal", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("procpool: journal: %w", err)
 	}
-	for _, fd := range []int{3, 4} {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-			return nil, nil, fmt.Errorf("fd %d: %w", fd, err)
+	f := os.NewFile(uintptr(fd), "procpool-journal")
+	if err := f.Truncate(journalSize); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("procpool: journal: %w", err)
+	}
+	return f, nil
+}
+
+// waitExited blocks until process pid has ended, without reaping it
+// (waitid with WNOWAIT), and reports whether it could wait so.
+func waitExited(pid int) bool {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return err == nil
 		}
-		// Children the tasks start must not hold the protocol's pipes open.
-		syscall.CloseOnExec(fd)
 	}
-	return os.NewFile(3, "procpool-requests"), os.NewFile(4, "procpool-replies"), nil
 }
 
 // sysRead and sysWrite are read(2) and write(2) on the parent's

@@ -26,20 +26,29 @@ func pipe(bool) (r, w *os.File, err error) {
 	return r, w, nil
 }
 
-// sysProcAttr sets nothing: there is no Pdeathsig here, so a worker notices
-// its parent's death when its request pipe ends, after the task it runs.
-func sysProcAttr() *syscall.SysProcAttr { return nil }
+// sysProcAttr puts a worker in a process group of its own (see killGroup).
+// There is no Pdeathsig here, so a worker notices its parent's death when
+// its request pipe ends, after the task it runs.
+func sysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
 
-// workerFiles opens the worker's ends of the pipes, fds 3 and 4.
-func workerFiles(ppid int) (*os.File, *os.File, error) {
-	if os.Getppid() != ppid {
-		return nil, nil, fmt.Errorf("parent %d is gone", ppid)
+// newJournal creates a worker's reply journal: an unlinked temporary file
+// of journalSize bytes.
+func newJournal() (*os.File, error) {
+	f, err := os.CreateTemp("", "procpool-journal-*")
+	if err != nil {
+		return nil, fmt.Errorf("procpool: journal: %w", err)
 	}
-	for _, fd := range []int{3, 4} {
-		syscall.CloseOnExec(fd)
+	os.Remove(f.Name())
+	if err := f.Truncate(journalSize); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("procpool: journal: %w", err)
 	}
-	return os.NewFile(3, "procpool-requests"), os.NewFile(4, "procpool-replies"), nil
+	return f, nil
 }
+
+// waitExited cannot wait without reaping here: the group is killed just
+// after the worker is reaped.
+func waitExited(int) bool { return false }
 
 // sysRead and sysWrite are read(2) and write(2) on the parent's
 // non-blocking pipe ends.

@@ -17,7 +17,14 @@ func pipe(bool) (r, w *os.File, err error) { return nil, nil, errNoWorkers }
 
 func sysProcAttr() *syscall.SysProcAttr { return nil }
 
-func workerFiles(int) (*os.File, *os.File, error) { return nil, nil, errNoWorkers }
+func workerFiles(int) (*os.File, *os.File, []byte, error) { return nil, nil, nil, errNoWorkers }
+
+func newJournal() (*os.File, error) { return nil, errNoWorkers }
+
+func waitExited(int) bool { return false }
+
+// killGroup reports false: there are no process groups to kill here.
+func killGroup(int) bool { return false }
 
 func sysRead(uintptr, []byte) (int, error) { return 0, errNoWorkers }
 

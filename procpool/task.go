@@ -64,7 +64,8 @@ var registry struct {
 //
 // fn runs in a worker, one call at a time per worker. Its context carries
 // the caller's deadline, if any; cancellation of the caller does not reach
-// it cooperatively: the parent kills the worker instead. A panic in fn
+// it cooperatively: the parent kills the worker instead, with its process
+// group (Unix), so processes fn started end too. A panic in fn
 // becomes a *panics.Error for the caller (Source "procpool", Task the
 // name, Value the panic value as fmt.Sprint formats it in the worker, Stack
 // the worker goroutine's stack) and the worker goes on serving; an error
