@@ -266,15 +266,17 @@ func TestJSONViews(t *testing.T) {
 	}
 	ev := jobqueue.Event{Kind: jobqueue.EventProgress, JobID: "01", State: jobqueue.StateRunning, Progress: 50}
 	b, _ = json.Marshal(ev)
-	if !strings.Contains(string(b), `"event":"progress"`) || !strings.Contains(string(b), `"state":"running"`) {
+	if !strings.Contains(string(b), `"type":"progress"`) || !strings.Contains(string(b), `"state":"running"`) {
 		t.Fatalf("Event JSON %s", b)
 	}
 	var evBack jobqueue.Event
 	if err := json.Unmarshal(b, &evBack); err != nil || evBack.Kind != jobqueue.EventProgress {
 		t.Fatalf("event round trip: %v %+v", err, evBack)
 	}
-	if err := json.Unmarshal([]byte(`{"event":"exploded"}`), &evBack); err == nil {
-		t.Fatal("unknown event kind decoded")
+	for _, bad := range []string{`{"type":"exploded"}`, `{"event":"exploded"}`} {
+		if err := json.Unmarshal([]byte(bad), &evBack); err == nil {
+			t.Fatalf("unknown event kind %s decoded", bad)
+		}
 	}
 	if jobqueue.High.String() != "high" || jobqueue.Priority(4).String() != "4" {
 		t.Fatal("Priority.String")

@@ -3,6 +3,7 @@ package jobqueue
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -13,7 +14,8 @@ import (
 // so handlers of shared, durable backends should be idempotent.
 //
 // NewMemoryBackend is the default, in-process implementation. A backend
-// shared by several processes may also implement Notifier and LeaseKeeper.
+// shared by several processes may also implement Notifier and LeaseKeeper,
+// and any backend UsageReporter (the memory backend does).
 // The queuetest package holds the behaviour suite every backend must pass.
 //
 // A Backend is used by one Queue: New calls Open once before any other
@@ -24,16 +26,28 @@ type Backend interface {
 	Open(cfg BackendConfig) error
 
 	// Enqueue stores a new job, pending or (if job.RunAt is in the future)
-	// scheduled, and returns its ID. If job.UniqueKey matches an active job,
-	// it stores nothing and returns that job's ID with a nil error. When
-	// cfg.Capacity active jobs exist it returns ErrQueueFull, or with
-	// cfg.BlockOnFull waits for room until ctx ends and then returns
-	// ctx.Err(). Before a stored job can be fetched, Enqueue calls
-	// cfg.OnQueued. The backend may keep job; the caller does not modify it.
-	Enqueue(ctx context.Context, job *Job) (string, error)
+	// scheduled, and returns its ID. In this order:
+	//   - if job.ID names a job still kept (active or retained) with the
+	//     same Owner, it stores nothing and returns job.ID with a nil error
+	//     (a repeated submission), and with another Owner an error wrapping
+	//     ErrInvalidJob ("ID in use");
+	//   - if job.UniqueKey matches an active job of the same Owner, it
+	//     stores nothing and returns that job's ID with a nil error;
+	//   - if job.Owner is not empty, it checks quota against the owner's
+	//     jobs with Quota.Check, atomically with the store, and returns its
+	//     error (wrapping ErrQuotaExceeded);
+	//   - when cfg.Capacity active jobs exist, or the active jobs' payload
+	//     bytes plus job's would exceed a positive cfg.MaxBytes, it returns
+	//     an error wrapping ErrQueueFull, or with cfg.BlockOnFull waits for
+	//     room until ctx ends and then returns ctx.Err().
+	// Before a stored job can be fetched, Enqueue calls cfg.OnQueued, once
+	// per stored job and never for a job it did not store. The backend may
+	// keep job; the caller does not modify it.
+	Enqueue(ctx context.Context, job *Job, quota Quota) (string, error)
 
 	// Fetch leases up to max ready jobs, highest priority first and FIFO
-	// within a level (subject to cfg.AgingInterval), appends them to dst and
+	// within a level (subject to cfg.AgingInterval; the memory backend
+	// also takes the owners of a level in turn), appends them to dst and
 	// returns the extended slice. Each leased job is marked running with its
 	// attempt count increased. If no job is ready it blocks until one is or
 	// ctx ends, then returns dst and ctx.Err(); with ctx already done it
@@ -43,7 +57,10 @@ type Backend interface {
 	// Get returns a snapshot of a job, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, id string) (JobInfo, error)
 
-	// List returns snapshots of the jobs matching f, newest first.
+	// List returns snapshots of the jobs matching f (see ListFilter.Match),
+	// newest first (by ID, descending), at most f's limit of them. With
+	// f.Summary it may leave out Payload, Result and Metadata (the Queue
+	// removes them anyway).
 	List(ctx context.Context, f ListFilter) ([]JobInfo, error)
 
 	// Cancel cancels a pending, scheduled or retrying job at once (state
@@ -89,6 +106,12 @@ type BackendConfig struct {
 	// Capacity bounds the active jobs (pending, scheduled, running,
 	// retrying). Always positive.
 	Capacity int
+	// MaxBytes bounds the payload and result bytes of the jobs kept, active
+	// and retained (see Config.MaxBytes): the backend drops retained jobs
+	// oldest first to stay under it and refuses (ErrQueueFull) a job whose
+	// payload would take the active jobs' payload bytes past it. Positive,
+	// or negative for no bound.
+	MaxBytes int64
 	// BlockOnFull makes Enqueue wait for room instead of returning
 	// ErrQueueFull.
 	BlockOnFull bool
@@ -96,10 +119,11 @@ type BackendConfig struct {
 	// by one per interval waited (see Config.AgingInterval). Zero means strict
 	// priority.
 	AgingInterval time.Duration
-	// Retention bounds the finished jobs kept for Get and List.
+	// Retention bounds the finished jobs kept for Get and List, with its
+	// defaults applied: MaxJobs and MaxAge are never zero.
 	Retention Retention
-	// WorkerTag identifies the Queue (the tail of its job IDs); backends
-	// store it in JobInfo.Worker of the jobs it leases.
+	// WorkerTag identifies the Queue (the tail of the IDs it makes);
+	// backends store it in JobInfo.Worker of the jobs it leases.
 	WorkerTag string
 	// OnQueued is called by Enqueue for each stored job, with its state
 	// (pending or scheduled), before the job can be fetched. It must not
@@ -121,11 +145,28 @@ type Retention struct {
 }
 
 // ListFilter selects jobs for Queue.List. The zero value selects the most
-// recent 100 jobs of every type and state.
+// recent 100 jobs of every type, state and owner, in full.
+//
+// List returns jobs newest first (by ID, which sorts by submission time for
+// the IDs Queue makes). To page through them, pass the ID of the last job
+// of a page as the Cursor of the next request with the same filter; a page
+// shorter than the limit is the last. Each job kept through the whole walk
+// appears exactly once; a job submitted meanwhile sorts before the cursor
+// and is not seen.
 type ListFilter struct {
 	Type  string `json:"type,omitempty"`  // empty: every type
 	State State  `json:"state,omitempty"` // StateUnknown: every state
+	Owner string `json:"owner,omitempty"` // empty: every owner
 	Limit int    `json:"limit,omitempty"` // zero: 100; negative: no limit
+	// Cursor, when set, is the ID of the last job of the previous page:
+	// the page holds only jobs with a smaller ID (older ones). Empty
+	// starts from the newest.
+	Cursor string `json:"cursor,omitempty"`
+	// Summary leaves out each job's Payload, Result and Metadata and cuts
+	// its LastError to the first line, for listings whose size must not
+	// grow with the jobs' data; Queue.Get returns a job in full. False
+	// returns jobs in full.
+	Summary bool `json:"summary,omitempty"`
 }
 
 func (f ListFilter) limit() int {
@@ -135,9 +176,23 @@ func (f ListFilter) limit() int {
 	return f.Limit
 }
 
-// Match reports whether info passes the filter's Type and State.
+// Match reports whether info passes the filter's Type, State, Owner and
+// Cursor. It does not apply Limit or Summary.
 func (f ListFilter) Match(info *JobInfo) bool {
-	return (f.Type == "" || f.Type == info.Type) && (f.State == StateUnknown || f.State == info.State)
+	return f.match(&info.Job, info.State)
+}
+
+func (f ListFilter) match(job *Job, st State) bool {
+	return (f.Type == "" || f.Type == job.Type) && (f.State == StateUnknown || f.State == st) &&
+		(f.Owner == "" || f.Owner == job.Owner) && (f.Cursor == "" || job.ID < f.Cursor)
+}
+
+// summarize strips info to what ListFilter.Summary keeps.
+func (info *JobInfo) summarize() {
+	info.Payload, info.Result, info.Metadata = nil, nil, nil
+	if i := strings.IndexByte(info.LastError, '\n'); i >= 0 {
+		info.LastError = info.LastError[:i]
+	}
 }
 
 // BackendStats are a backend's gauges.

@@ -8,9 +8,13 @@ import (
 )
 
 const (
-	defaultCapacity   = 65_536
-	defaultMaxPayload = 1 << 20
-	defaultSubBuffer  = 1024
+	defaultCapacity     = 65_536
+	defaultMaxPayload   = 1 << 20
+	defaultMaxResult    = 1 << 20
+	defaultMaxBytes     = 256 << 20
+	defaultSubBuffer    = 1024
+	defaultRetainedJobs = 10_000
+	defaultRetainedAge  = time.Hour
 )
 
 // ShutdownPolicy says what Shutdown does with jobs that have not started.
@@ -88,6 +92,18 @@ type Config struct {
 	ShutdownPolicy ShutdownPolicy
 	// MaxPayload bounds a job's payload in bytes. Zero means 1 MiB.
 	MaxPayload int
+	// MaxResult bounds a job's result in bytes: a handler returning a
+	// bigger one fails the attempt for good with an error wrapping
+	// ErrResultTooLarge. Zero means 1 MiB; negative means no limit.
+	MaxResult int
+	// MaxBytes bounds the payload and result bytes of every job the backend
+	// keeps, active and retained. Retained (finished) jobs are dropped
+	// oldest first to stay under it, and Submit fails with an error
+	// wrapping ErrQueueFull (or with BlockOnFull waits) when the active
+	// jobs' payload bytes plus the new payload would exceed it. Zero means
+	// 256 MiB; negative means no bound. Together with Capacity it bounds
+	// the memory the memory backend holds for jobs.
+	MaxBytes int64
 	// SubscriberBuffer is the default channel capacity of a Subscription.
 	// Zero means 1024.
 	SubscriberBuffer int
@@ -123,11 +139,18 @@ func (cfg Config) withDefaults() (Config, error) {
 	case cfg.ShutdownPolicy > LeavePending:
 		return cfg, fmt.Errorf("jobqueue: unknown ShutdownPolicy %d", cfg.ShutdownPolicy)
 	}
-	if cfg.Workers == 0 && !cfg.NoWorkers {
-		cfg.Workers = runtime.GOMAXPROCS(0)
-	}
 	if cfg.Capacity == 0 {
 		cfg.Capacity = defaultCapacity
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = defaultMaxBytes
+	}
+	if cfg.MaxResult == 0 {
+		cfg.MaxResult = defaultMaxResult
+	}
+	cfg.Retention = cfg.Retention.withDefaults()
+	if cfg.Workers == 0 && !cfg.NoWorkers {
+		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = 3
@@ -154,4 +177,42 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return cfg, nil
+}
+
+// withDefaults returns r with its zero fields replaced by their defaults.
+func (r Retention) withDefaults() Retention {
+	if r.MaxJobs == 0 {
+		r.MaxJobs = defaultRetainedJobs
+	}
+	if r.MaxAge == 0 {
+		r.MaxAge = defaultRetainedAge
+	}
+	return r
+}
+
+// withDefaults returns c with its zero fields replaced by the defaults of
+// the Config fields they come from. New passes a complete BackendConfig;
+// this serves backends opened on their own (in tests and benchmarks).
+func (c BackendConfig) withDefaults() BackendConfig {
+	if c.Capacity <= 0 {
+		c.Capacity = defaultCapacity
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = defaultMaxBytes
+	}
+	c.Retention = c.Retention.withDefaults()
+	return c
+}
+
+// backendConfig is the BackendConfig that New passes to Backend.Open.
+func (q *Queue) backendConfig() BackendConfig {
+	return BackendConfig{
+		Capacity:      q.cfg.Capacity,
+		BlockOnFull:   q.cfg.BlockOnFull,
+		AgingInterval: q.cfg.AgingInterval,
+		Retention:     q.cfg.Retention,
+		MaxBytes:      q.cfg.MaxBytes,
+		WorkerTag:     q.Tag(),
+		OnQueued:      q.onQueued,
+	}
 }

@@ -137,3 +137,15 @@ func JobFromContext(ctx context.Context) (job *Job, attempt int, ok bool) {
 	}
 	return c.job, c.attempt, true
 }
+
+// progress stores and publishes a handler's progress report.
+func (q *Queue) progress(c *jobCtx, percent float64, msg string) error {
+	if err := c.lease.Progress(context.Background(), percent, msg); err != nil {
+		return err
+	}
+	if q.listening(false) {
+		q.publish(&Event{Kind: EventProgress, JobID: c.job.ID, Type: c.job.Type, Owner: c.job.Owner, Priority: c.job.Priority,
+			State: StateRunning, Attempt: c.attempt, Progress: percent, Message: msg, Time: clockNow()})
+	}
+	return nil
+}

@@ -20,11 +20,34 @@
 // # Priorities and starvation
 //
 // Levels go from 0 (Low) to 9 (Critical). Dispatch is strict: a worker
-// takes the oldest job of the highest non-empty level, so with one worker
-// jobs run exactly in priority order, FIFO within a level. Under a steady
-// flood of high jobs, strict priority starves the low ones forever; setting
-// Config.AgingInterval bounds that wait by ranking a job one level higher per
-// interval waited, at the cost of letting aged jobs pass fresh higher ones.
+// takes a job of the highest non-empty level, so with one worker jobs run
+// exactly in priority order. Within a level, the memory backend takes the
+// owners with ready jobs in turn (round robin; the jobs with no owner form
+// one owner) and each owner's jobs in FIFO order, so one owner's burst of
+// thousands of jobs delays another owner's job at the same level by about
+// one job per owner; with a single owner a level is plain FIFO. Under a
+// steady flood of high jobs, strict priority starves the low ones forever;
+// setting Config.AgingInterval bounds that wait by ranking a level one step
+// higher per interval its oldest ready job has waited, at the cost of
+// letting aged jobs pass fresh higher ones. Aging picks the level, the
+// round robin the owner within it: a job at level p waits at most about
+// (MaxPriority-p) intervals, plus the older jobs ranked at the top, plus
+// one turn of each other owner of its level per job its own owner queued
+// before it.
+//
+// # Owners, quotas and bytes
+//
+// A server that runs jobs for clients sets JobRequest.Owner to the client's
+// principal. The owner is stored with the job (Job.Owner) and carried by
+// its events; ListFilter.Owner, EventFilter.Owner and Queue.Usage select
+// one owner's jobs, and JobRequest.Quota limits the owner's active jobs,
+// delayed jobs, payload bytes and how far ahead RunAt may be, checked
+// atomically by the backend (ErrQuotaExceeded), while other owners go on
+// submitting. Config.MaxBytes bounds the payload and result bytes kept, and
+// Config.MaxPayload and Config.MaxResult bound each job's. Job IDs are
+// unguessable, and a retried submission with the same JobRequest.ID is
+// idempotent. Queue.Get and Queue.Cancel do not check owners: the server
+// compares JobInfo.Owner with the caller's principal.
 //
 // # Failures
 //
@@ -56,15 +79,16 @@
 // worker: non-final events are dropped and counted, final ones are held,
 // and a subscriber too far behind is ended with ErrSlowSubscriber. Wait
 // blocks for one job's final state. Job, JobInfo, Event and Stats encode to
-// JSON as they are.
+// JSON as they are; Event's encoding (Event.MarshalJSON) is the one the
+// WebSocket bridge sends, written by hand for speed.
 //
 // # Backends
 //
 // Jobs live in a Backend: in memory by default (NewMemoryBackend), or in a
 // shared, durable store whose leases give at-least-once delivery. Handlers
 // and callers do not change with the backend. Memory stays bounded:
-// Config.Capacity bounds the active jobs and Config.Retention the finished
-// ones kept for inspection.
+// Config.Capacity bounds the active jobs, Config.Retention the finished
+// ones kept for inspection, and Config.MaxBytes the bytes of both.
 //
 // # Logging
 //

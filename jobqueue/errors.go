@@ -12,8 +12,15 @@ var (
 	// cause of jobs canceled by Shutdown.
 	ErrClosed = errors.New("jobqueue: queue closed")
 	// ErrQueueFull is returned by Submit when Config.Capacity active jobs
-	// exist and Config.BlockOnFull is false.
+	// exist, or when the new payload would take the active jobs' payload
+	// bytes past Config.MaxBytes, and Config.BlockOnFull is false.
 	ErrQueueFull = errors.New("jobqueue: queue full")
+	// ErrQuotaExceeded is returned by Submit when the job would take its
+	// owner past a limit of JobRequest.Quota; the message names the limit.
+	ErrQuotaExceeded = errors.New("jobqueue: quota exceeded")
+	// ErrResultTooLarge fails, for good, an attempt whose handler returned
+	// a result larger than Config.MaxResult.
+	ErrResultTooLarge = errors.New("jobqueue: result too large")
 	// ErrNotFound is returned for an unknown job ID, or one whose record
 	// retention has dropped.
 	ErrNotFound = errors.New("jobqueue: job not found")
@@ -26,7 +33,8 @@ var (
 	// typed handler's input; such jobs are not retried.
 	ErrBadPayload = errors.New("jobqueue: bad payload")
 	// ErrInvalidJob is returned by Submit for a request it refuses (empty
-	// type, priority out of range, payload not JSON or too large).
+	// type, priority out of range, payload not JSON or too large, a
+	// negative Quota, an ID in use by another owner).
 	ErrInvalidJob = errors.New("jobqueue: invalid job")
 	// ErrCanceled is the cause of a job canceled by Cancel.
 	ErrCanceled = errors.New("jobqueue: job canceled")

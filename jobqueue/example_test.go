@@ -219,3 +219,50 @@ func ExampleConfig_logger() {
 	// level=WARN msg="job retrying" type=send attempt=1 max_attempts=2 delay=1ms err="server busy"
 	// level=ERROR msg="job failed" type=send attempt=2 err="server busy"
 }
+
+// A server acting for clients submits each job with its client's principal
+// as the owner and a quota: a client at its limit is refused, the others
+// are not.
+func ExampleQuota() {
+	q, _ := jobqueue.New(jobqueue.Config{NoWorkers: true}) // only submit, for the example
+	defer q.Shutdown(context.Background())
+	ctx := context.Background()
+	quota := jobqueue.Quota{MaxActive: 2, MaxDelay: 24 * time.Hour}
+	for _, owner := range []string{"alice", "alice", "alice", "bob"} {
+		_, err := q.Submit(ctx, jobqueue.JobRequest{Type: "report", Owner: owner, Quota: quota})
+		fmt.Println(owner, err)
+	}
+	_, err := q.Submit(ctx, jobqueue.JobRequest{Type: "report", Owner: "bob", Quota: quota, RunAt: time.Now().AddDate(1, 0, 0)})
+	fmt.Println(errors.Is(err, jobqueue.ErrQuotaExceeded))
+	u, _ := q.Usage(ctx, "alice")
+	fmt.Printf("alice: %d active\n", u.Active)
+	// Output:
+	// alice <nil>
+	// alice <nil>
+	// alice jobqueue: quota exceeded: 2 active jobs, the most allowed
+	// bob <nil>
+	// true
+	// alice: 2 active
+}
+
+// List pages through one owner's jobs, newest first, in summaries: each
+// page starts after the last ID of the previous one.
+func ExampleListFilter_cursor() {
+	q, _ := jobqueue.New(jobqueue.Config{NoWorkers: true})
+	defer q.Shutdown(context.Background())
+	ctx := context.Background()
+	for i := range 5 {
+		q.Submit(ctx, jobqueue.JobRequest{Type: "report", Owner: "alice", Payload: []byte(fmt.Sprint(i))})
+	}
+	f := jobqueue.ListFilter{Owner: "alice", Limit: 2, Summary: true}
+	for {
+		page, _ := q.List(ctx, f)
+		fmt.Printf("%d jobs; ", len(page))
+		if len(page) < f.Limit {
+			break
+		}
+		f.Cursor = page[len(page)-1].ID
+	}
+	fmt.Println()
+	// Output: 2 jobs; 2 jobs; 1 jobs;
+}

@@ -47,21 +47,3 @@ func FuzzDecodePayload(f *testing.F) {
 		}
 	})
 }
-
-// FuzzEventJSON decodes arbitrary JSON as an Event, as a client of the
-// WebSocket bridge does: no panic, and whatever decodes encodes again.
-func FuzzEventJSON(f *testing.F) {
-	for _, s := range []string{`{"event":"progress","job_id":"a","state":"running","progress":50}`,
-		`{"event":"nope"}`, `{"state":"unknown"}`, `{"result":[1,2],"time":"2025-01-01T00:00:00Z"}`, `{}`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var ev jobqueue.Event
-		if json.Unmarshal(data, &ev) != nil {
-			return
-		}
-		if _, err := json.Marshal(ev); err != nil {
-			t.Fatalf("decoded event %+v does not encode: %v", ev, err)
-		}
-	})
-}

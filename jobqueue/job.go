@@ -99,12 +99,29 @@ func (s *State) UnmarshalText(b []byte) error {
 type JobRequest struct {
 	// ID is the job's ID. Empty (the usual case) means Submit makes one. A
 	// caller that must know it before submitting (to subscribe to the job
-	// first) gets one from Queue.NewID; any other value must be 1-64
-	// letters, digits, '-' or '_', and unique among the jobs kept, or Submit
-	// refuses it with ErrInvalidJob.
+	// first, or to retry the submission safely) gets one from Queue.NewID;
+	// any other value must be 1-64 letters, digits, '-' or '_', or Submit
+	// refuses it with ErrInvalidJob. Submitting again with the ID of a job
+	// still kept (active, or finished and retained) is idempotent when the
+	// Owner is the same: Submit returns the ID and nil, and stores and
+	// counts nothing (the repeated request's other fields are not
+	// compared), so a client retrying after a dropped connection cannot
+	// create a second job. With another Owner, Submit refuses the ID with
+	// ErrInvalidJob ("ID in use").
 	ID string `json:"id,omitempty"`
 	// Type names the handler that runs the job (see Queue.Handle).
 	Type string `json:"type"`
+	// Owner is the principal submitting the job: the name a server gives
+	// the client it acts for. Empty means none (library callers); the jobs
+	// with no owner share one turn in dispatch and no Quota applies to them.
+	// It is stored as Job.Owner and selects jobs in ListFilter.Owner,
+	// EventFilter.Owner and Queue.Usage. A server that decodes requests from
+	// clients must set it itself, after decoding.
+	Owner string `json:"owner,omitempty"`
+	// Quota limits Owner's jobs; the zero value means no limit, and it is
+	// ignored when Owner is empty. It is set by the server, so it is not
+	// part of the JSON form. See Quota.
+	Quota Quota `json:"-"`
 	// Payload is the job's input as JSON. Empty means no input (JSON null).
 	// It must be valid JSON and at most Config.MaxPayload bytes.
 	Payload json.RawMessage `json:"payload,omitempty"`
@@ -120,8 +137,9 @@ type JobRequest struct {
 	// (or a time in the past) means now.
 	RunAt time.Time `json:"run_at,omitzero"`
 	// UniqueKey, when set, makes Submit return the ID of an active job
-	// (pending, scheduled, running or retrying) with the same key instead of
-	// adding a second one. Empty means no deduplication.
+	// (pending, scheduled, running or retrying) of the same Owner with the
+	// same key instead of adding a second one; the keys of different owners
+	// never match. Empty means no deduplication.
 	UniqueKey string `json:"unique_key,omitempty"`
 	// Metadata is free-form and is copied to the stored job. Nil means none.
 	Metadata map[string]string `json:"metadata,omitempty"`
@@ -131,12 +149,17 @@ type JobRequest struct {
 // its defaults resolved, its ID and its submission time. A Job is read-only
 // once submitted: handlers must not modify it, its Payload or its Metadata.
 type Job struct {
-	// ID is unique and sorts in submission order (as text): it is a 64-bit
-	// millisecond time and counter (13 characters) followed by a random
-	// 7-character tag of the submitting Queue.
+	// ID is unique and sorts in submission order (as text). An ID made by
+	// the Queue has 36 characters of Crockford's base 32 in lower case: a
+	// 64-bit millisecond time and counter (13), 80 bits from crypto/rand
+	// (16), so that IDs cannot be guessed, and the submitting Queue's
+	// random tag (7). A caller-chosen ID (JobRequest.ID) is kept as given.
 	ID string `json:"id"`
 	// Type names the handler that runs the job.
 	Type string `json:"type"`
+	// Owner is the principal that submitted the job (JobRequest.Owner);
+	// empty for none.
+	Owner string `json:"owner,omitempty"`
 	// Payload is the job's input as JSON; empty for none.
 	Payload json.RawMessage `json:"payload,omitempty"`
 	// Priority is the job's level, MinPriority to MaxPriority.
@@ -148,7 +171,7 @@ type Job struct {
 	// RunAt is when a delayed job becomes pending; zero for a job ready at
 	// submission.
 	RunAt time.Time `json:"run_at,omitzero"`
-	// UniqueKey deduplicates active jobs; empty for none.
+	// UniqueKey deduplicates the active jobs of Owner; empty for none.
 	UniqueKey string `json:"unique_key,omitempty"`
 	// Metadata is the request's free-form metadata.
 	Metadata map[string]string `json:"metadata,omitempty"`

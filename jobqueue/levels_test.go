@@ -2,17 +2,28 @@ package jobqueue
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
+// anonOwner is the owner group of the records newRec makes: one group, as
+// the memory backend has for jobs with no owner.
+var anonOwner owner
+
 func newRec(p Priority, readyAt int64) *record {
-	return &record{job: &Job{Priority: p}, readyAt: readyAt}
+	return newOwnedRec(&anonOwner, p, readyAt)
+}
+
+func newOwnedRec(o *owner, p Priority, readyAt int64) *record {
+	return &record{job: &Job{Owner: o.name, Priority: p}, prio: uint8(p), readyAt: readyAt, owner: o}
 }
 
 func TestLevelsStrictOrder(t *testing.T) {
+	anonOwner = owner{}
 	var l levels
 	var want []*record
 	for i := range 100 {
@@ -32,7 +43,8 @@ func TestLevelsStrictOrder(t *testing.T) {
 }
 
 func TestLevelsAging(t *testing.T) {
-	var l levels
+	anonOwner = owner{}
+	l := levels{aging: true}
 	low := newRec(Low, 0)
 	l.push(low)
 	for i := 1; i <= 5; i++ {
@@ -51,7 +63,89 @@ func TestLevelsAging(t *testing.T) {
 	}
 }
 
+func TestLevelsRoundRobin(t *testing.T) {
+	var l levels
+	a, b, c := &owner{name: "a"}, &owner{name: "b"}, &owner{name: "c"}
+	for i := range 4 {
+		l.push(newOwnedRec(a, Normal, int64(i)))
+	}
+	l.push(newOwnedRec(b, Normal, 10))
+	l.push(newOwnedRec(c, Normal, 11))
+	l.push(newOwnedRec(b, Normal, 12))
+	crit := newOwnedRec(a, Critical, 13)
+	l.push(crit)
+	if r := l.pop(); r != crit {
+		t.Fatal("round robin broke strict priority")
+	}
+	var got []string
+	for r := l.pop(); r != nil; r = l.pop() {
+		got = append(got, fmt.Sprintf("%s%d", r.owner.name, r.readyAt))
+	}
+	if want := "a0 b10 c11 a1 b12 a2 a3"; strings.Join(got, " ") != want {
+		t.Fatalf("order %v, want %s: owners in turn, FIFO within an owner", got, want)
+	}
+	if l.nonEm != 0 || l.live[Normal] != 0 {
+		t.Fatal("ring not empty after popping everything")
+	}
+}
+
+// TestLevelsAgingWithOwners: aging ranks a level by its oldest ready job,
+// whichever owner holds it; the winning level then serves its next owner
+// in turn.
+func TestLevelsAgingWithOwners(t *testing.T) {
+	l := levels{aging: true}
+	a, b := &owner{name: "a"}, &owner{name: "b"}
+	a0, a1 := newOwnedRec(a, Low, 0), newOwnedRec(a, Low, 1)
+	b5 := newOwnedRec(b, Low, 5)
+	c8 := newOwnedRec(b, Critical, 8)
+	for _, r := range []*record{a0, a1, b5, c8} {
+		l.push(r)
+	}
+	// At time 2 nothing has aged enough: strict order, critical first.
+	if r := l.popAged(2, 100); r != c8 {
+		t.Fatalf("popAged(2) = %s%d, want the critical job", r.owner.name, r.readyAt)
+	}
+	l.push(c8)
+	if r := l.take(int(Low)); r != a0 { // a is served; b is next in the ring
+		t.Fatal("take(Low) did not serve the first owner")
+	}
+	// At time 10, interval 1: Low ranks by a1 (waited 9: rank 9), ties
+	// with critical c8 and has waited longer, so Low serves its next
+	// owner, b, whose job is younger than a1.
+	want := []*record{b5, a1, c8}
+	for i, w := range want {
+		if r := l.popAged(10, 1); r != w {
+			t.Fatalf("pop %d at time 10: got %s%d, want %s%d", i, r.owner.name, r.readyAt, w.owner.name, w.readyAt)
+		}
+	}
+	if l.popAged(10, 1) != nil {
+		t.Fatal("popAged on an empty queue returned a record")
+	}
+	for p := range l.arr {
+		if l.arr[p].oldest() != nil {
+			t.Fatalf("level %d keeps a live arrival", p)
+		}
+	}
+}
+
+func TestLevelsAgingArrivalsBounded(t *testing.T) {
+	l := levels{aging: true}
+	a, b := &owner{name: "a"}, &owner{name: "b"}
+	old := newOwnedRec(a, Normal, 0)
+	l.push(old) // stays queued while b's jobs come and go out of arrival order
+	for i := range 10_000 {
+		l.push(newOwnedRec(b, Normal, int64(i+1)))
+		if r := l.take(int(Normal)); r == old {
+			l.push(old)
+		}
+	}
+	if n := l.arr[Normal].n; n > 2*l.live[Normal]+64 {
+		t.Fatalf("arrivals hold %d entries for %d live records", n, l.live[Normal])
+	}
+}
+
 func TestLevelsRemoveAndCompact(t *testing.T) {
+	anonOwner = owner{}
 	var l levels
 	var recs []*record
 	for i := range 200 {
@@ -67,7 +161,7 @@ func TestLevelsRemoveAndCompact(t *testing.T) {
 	if l.len() != 50 {
 		t.Fatalf("live = %d, want 50", l.len())
 	}
-	if n := l.q[Normal].n; n >= 200 {
+	if n := anonOwner.q[Normal].n; n >= 200 {
 		t.Fatalf("ring still holds %d records after removing 150 of 200; want compaction", n)
 	}
 	for i := 0; i < 200; i += 4 {
@@ -94,8 +188,8 @@ func TestIDsSortAndAreUnique(t *testing.T) {
 	if len(slices.Compact(slices.Clone(ids))) != len(ids) {
 		t.Fatal("duplicate IDs")
 	}
-	if len(ids[0]) != 20 {
-		t.Fatalf("ID %q is %d characters, want 20", ids[0], len(ids[0]))
+	if len(ids[0]) != 36 || !validID(ids[0]) {
+		t.Fatalf("ID %q is %d characters, want 36 valid ones", ids[0], len(ids[0]))
 	}
 	later := g.next(now.Add(time.Hour))
 	if later <= ids[len(ids)-1] {
@@ -175,6 +269,7 @@ func TestJobContext(t *testing.T) {
 // the mutex as the memory backend takes it, with about a thousand jobs
 // queued across the levels. One op is one push plus one pop.
 func BenchmarkQueue(b *testing.B) {
+	anonOwner = owner{}
 	var mu sync.Mutex
 	var l levels
 	recs := make([]*record, 1024)
@@ -203,8 +298,9 @@ func BenchmarkQueue(b *testing.B) {
 // BenchmarkQueueAging is BenchmarkQueue with aging on, which compares the
 // heads of every non-empty level on each pop.
 func BenchmarkQueueAging(b *testing.B) {
+	anonOwner = owner{}
 	var mu sync.Mutex
-	var l levels
+	l := levels{aging: true}
 	recs := make([]*record, 1024)
 	for i := range recs {
 		recs[i] = newRec(Priority(i%NumPriorities), int64(i))
@@ -243,7 +339,7 @@ func BenchmarkMemoryBackend(b *testing.B) {
 	for b.Loop() {
 		now := time.Now()
 		job := &Job{ID: g.next(now), Type: "t", Priority: Priority(i % NumPriorities), SubmittedAt: now}
-		if _, err := be.Enqueue(ctx, job); err != nil {
+		if _, err := be.Enqueue(ctx, job, Quota{}); err != nil {
 			b.Fatal(err)
 		}
 		ls, err := be.Fetch(ctx, buf[:0], 1)

@@ -1,24 +1,31 @@
 package jobqueue
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 )
 
 // record is the memory backend's job: the stored state and, while leased,
 // the Lease handed to the worker (a record is its own lease, so leasing
-// allocates nothing). Fields are guarded by memBackend.mu except job,
-// which is immutable, and attempts, which only Fetch writes before it hands
-// the lease out.
+// allocates nothing). Fields are guarded by memBackend.mu except job and
+// prio, which are immutable, and attempts, which only Fetch writes before
+// it hands the lease out.
 type record struct {
+	// The fields the ready queue reads come first, to share a cache line.
+	job      *Job
+	owner    *owner // the job's owner group while the job is active
+	readySeq uint64 // with aging: number of its latest arrival in b.ready, 0 once taken
+	readyAt  int64  // monotonic ns since b.epoch when the job became ready
+	prio     uint8  // job.Priority, read without touching job
+	removed  bool   // canceled while in b.ready: a tombstone there
+	state    State
+	// cancelReq is set when Cancel was called while the job ran.
+	cancelReq bool
+
 	b           *memBackend
-	job         *Job
-	state       State
 	attempts    int
 	progress    float64
 	progressMsg string
@@ -29,32 +36,48 @@ type record struct {
 	finishedAt  time.Time
 	nextRunAt   time.Time
 	worker      string
-	readyAt     int64 // monotonic ns since b.epoch when the job became ready
 	due         int64 // monotonic ns since b.epoch when a scheduled job becomes ready
 	heapIdx     int   // index in b.sched while scheduled or retrying
-	removed     bool  // canceled while in b.ready: a tombstone there
-	cancelReq   bool  // Cancel was called while running
 }
+
+// size is the record's stored bytes: payload and result.
+func (r *record) size() int64 { return int64(len(r.job.Payload) + len(r.result)) }
+
+// uniqueKey is a UniqueKey in its owner's name space.
+type uniqueKey struct{ owner, key string }
 
 // memBackend is the in-memory Backend. One mutex guards the whole state:
 // every operation under it is O(1) except List and Cancel of a scheduled
 // job (O(log n)), so it stays short.
+//
+// Each owner with active jobs has an owner record (the jobs with no owner
+// share anon) holding the counts Quota is checked against, updated on every
+// state change under the lock, and the owner's ready queues (see levels).
+// Bytes are counted in two sums: activeBytes (payloads of active jobs,
+// which Enqueue checks against MaxBytes) and keptBytes (payloads and
+// results of retained jobs, which are evicted oldest first while the two
+// sums together exceed it).
 type memBackend struct {
-	mu      sync.Mutex
-	cfg     BackendConfig
-	maxJobs int
-	maxAge  time.Duration
-	epoch   time.Time
+	mu       sync.Mutex
+	cfg      BackendConfig
+	maxJobs  int
+	maxAge   time.Duration
+	maxBytes int64 // zero: no bound
+	epoch    time.Time
 
 	ready    levels
 	sched    []*record // min-heap on due
 	records  map[string]*record
-	unique   map[string]*record
-	finished fifo // finished records in finishing order, for retention
+	unique   map[uniqueKey]*record
+	owners   map[string]*owner // owners with active jobs, but anon
+	anon     owner             // the jobs with no owner
+	finished fifo              // finished records in finishing order, for retention
 
-	active   int // pending + scheduled + running + retrying
-	running  int
-	retrying int
+	active      int // pending + scheduled + running + retrying
+	running     int
+	retrying    int
+	activeBytes int64 // payload bytes of the active jobs
+	keptBytes   int64 // payload and result bytes of the retained jobs
 
 	sleepers int           // Fetch calls blocked for lack of ready jobs
 	tokens   int           // wake-ups sent to wake and not yet consumed
@@ -84,24 +107,15 @@ func (b *memBackend) Open(cfg BackendConfig) error {
 		return fmt.Errorf("jobqueue: memory backend opened twice")
 	}
 	b.opened = true
-	b.cfg = cfg
-	if b.cfg.Capacity <= 0 {
-		b.cfg.Capacity = defaultCapacity
-	}
-	b.maxJobs = cfg.Retention.MaxJobs
-	switch {
-	case b.maxJobs == 0:
-		b.maxJobs = 10_000
-	case b.maxJobs < 0:
-		b.maxJobs = 0
-	}
-	b.maxAge = cfg.Retention.MaxAge
-	if b.maxAge == 0 {
-		b.maxAge = time.Hour
-	}
+	b.cfg = cfg.withDefaults()
+	b.maxJobs = max(b.cfg.Retention.MaxJobs, 0)
+	b.maxAge = b.cfg.Retention.MaxAge // negative: no age limit
+	b.maxBytes = max(b.cfg.MaxBytes, 0)
+	b.ready.aging = b.cfg.AgingInterval > 0
 	b.epoch = time.Now()
 	b.records = make(map[string]*record)
-	b.unique = make(map[string]*record)
+	b.unique = make(map[uniqueKey]*record)
+	b.owners = make(map[string]*owner)
 	b.wake = make(chan struct{}, 1<<16)
 	b.kick = make(chan struct{}, 1)
 	b.closing = make(chan struct{})
@@ -121,32 +135,27 @@ func (b *memBackend) wakeOne() {
 }
 
 // Enqueue implements Backend.
-func (b *memBackend) Enqueue(ctx context.Context, job *Job) (string, error) {
+func (b *memBackend) Enqueue(ctx context.Context, job *Job, quota Quota) (string, error) {
 	// The Queue stamps SubmittedAt with time.Now just before; reuse it
 	// unless Enqueue has to wait for room.
 	now := job.SubmittedAt
 	if now.IsZero() {
 		now = clockNow()
 	}
+	size := int64(len(job.Payload))
 	b.mu.Lock()
 	for {
-		if b.closed {
+		id, done, err := b.admit(job, quota, now, size)
+		if done {
 			b.mu.Unlock()
-			return "", ErrClosed
+			return id, err
 		}
-		if job.UniqueKey != "" {
-			if r := b.unique[job.UniqueKey]; r != nil {
-				id := r.job.ID
-				b.mu.Unlock()
-				return id, nil
-			}
-		}
-		if b.active < b.cfg.Capacity {
+		if err == nil {
 			break
 		}
 		if !b.cfg.BlockOnFull {
 			b.mu.Unlock()
-			return "", ErrQueueFull
+			return "", err
 		}
 		if b.space == nil {
 			b.space = make(chan struct{})
@@ -162,19 +171,20 @@ func (b *memBackend) Enqueue(ctx context.Context, job *Job) (string, error) {
 		b.mu.Lock()
 		now = clockNow()
 	}
-	if _, dup := b.records[job.ID]; dup {
-		b.mu.Unlock()
-		return "", fmt.Errorf("%w: duplicate id %q", ErrInvalidJob, job.ID)
-	}
-	r := &record{b: b, job: job, heapIdx: -1}
+	o := b.ownerOf(job.Owner)
+	r := &record{b: b, job: job, heapIdx: -1, owner: o, prio: uint8(job.Priority)}
 	b.records[job.ID] = r
 	b.active++
+	o.active++
+	b.activeBytes += size
+	o.bytes += size
 	if job.UniqueKey != "" {
-		b.unique[job.UniqueKey] = r
+		b.unique[uniqueKey{job.Owner, job.UniqueKey}] = r
 	}
 	if job.RunAt.After(now) {
 		r.state = StateScheduled
 		r.nextRunAt = job.RunAt
+		o.delayed++
 		b.schedule(r, b.mono(now)+int64(job.RunAt.Sub(now)))
 	} else {
 		r.state = StatePending
@@ -182,11 +192,66 @@ func (b *memBackend) Enqueue(ctx context.Context, job *Job) (string, error) {
 		b.ready.push(r)
 		b.wakeOne()
 	}
+	if b.maxBytes > 0 && b.activeBytes+b.keptBytes > b.maxBytes {
+		b.prune(now)
+	}
 	if b.cfg.OnQueued != nil {
 		b.cfg.OnQueued(job, r.state)
 	}
 	b.mu.Unlock()
 	return job.ID, nil
+}
+
+// admit decides, under b.mu, whether job may be stored now. done reports
+// a final answer (id and err to return: closed, a repeated ID, a
+// deduplicated key, a quota or a request that can never fit); otherwise a
+// nil err admits the job, and an error wrapping ErrQueueFull says there is
+// no room yet.
+func (b *memBackend) admit(job *Job, quota Quota, now time.Time, size int64) (id string, done bool, err error) {
+	if b.closed {
+		return "", true, ErrClosed
+	}
+	if r := b.records[job.ID]; r != nil {
+		if r.job.Owner != job.Owner {
+			return "", true, fmt.Errorf("%w: ID in use", ErrInvalidJob)
+		}
+		return job.ID, true, nil
+	}
+	if job.UniqueKey != "" {
+		if r := b.unique[uniqueKey{job.Owner, job.UniqueKey}]; r != nil {
+			return r.job.ID, true, nil
+		}
+	}
+	if job.Owner != "" {
+		var u Usage
+		if o := b.owners[job.Owner]; o != nil {
+			u = Usage{Active: o.active, Delayed: o.delayed, Bytes: o.bytes}
+		}
+		if err := quota.Check(u, job, now); err != nil {
+			return "", true, err
+		}
+	}
+	if b.active >= b.cfg.Capacity {
+		return "", false, fmt.Errorf("%w: %d active jobs", ErrQueueFull, b.active)
+	}
+	if b.maxBytes > 0 && b.activeBytes+size > b.maxBytes {
+		err := fmt.Errorf("%w: %d payload bytes stored, %d more would exceed %d", ErrQueueFull, b.activeBytes, size, b.maxBytes)
+		return "", size > b.maxBytes, err // a payload that can never fit is not waited for
+	}
+	return "", false, nil
+}
+
+// ownerOf returns the owner record of name, making it if needed.
+func (b *memBackend) ownerOf(name string) *owner {
+	if name == "" {
+		return &b.anon
+	}
+	o := b.owners[name]
+	if o == nil {
+		o = &owner{name: name}
+		b.owners[name] = o
+	}
+	return o
 }
 
 // Fetch implements Backend.
@@ -252,6 +317,8 @@ func (b *memBackend) promote(mono int64) {
 		r := b.heapPop()
 		if r.state == StateRetrying {
 			b.retrying--
+		} else {
+			r.owner.delayed--
 		}
 		r.state = StatePending
 		r.nextRunAt = time.Time{}
@@ -311,15 +378,28 @@ func (b *memBackend) finish(r *record, st State, now time.Time) {
 	case StateScheduled, StateRetrying:
 		if r.state == StateRetrying {
 			b.retrying--
+		} else {
+			r.owner.delayed--
 		}
 		b.heapRemove(r)
 	}
 	r.state = st
 	r.finishedAt = now
 	r.nextRunAt = time.Time{}
+	size := int64(len(r.job.Payload))
 	b.active--
-	if k := r.job.UniqueKey; k != "" && b.unique[k] == r {
-		delete(b.unique, k)
+	b.activeBytes -= size
+	o := r.owner
+	o.active--
+	o.bytes -= size
+	if o.active == 0 && o != &b.anon && b.owners[o.name] == o {
+		delete(b.owners, o.name)
+	}
+	r.owner = nil
+	if k := r.job.UniqueKey; k != "" {
+		if uk := (uniqueKey{r.job.Owner, k}); b.unique[uk] == r {
+			delete(b.unique, uk)
+		}
 	}
 	if b.space != nil {
 		close(b.space)
@@ -330,12 +410,17 @@ func (b *memBackend) finish(r *record, st State, now time.Time) {
 		return
 	}
 	b.finished.push(r)
+	b.keptBytes += r.size()
 	b.prune(now)
 }
 
-// prune drops finished records beyond the retention bounds.
+// prune drops finished records beyond the retention bounds, and the
+// oldest while the bytes kept exceed maxBytes.
 func (b *memBackend) prune(now time.Time) {
 	for b.finished.n > b.maxJobs {
+		b.evict(b.finished.pop())
+	}
+	for b.maxBytes > 0 && b.finished.n > 0 && b.activeBytes+b.keptBytes > b.maxBytes {
 		b.evict(b.finished.pop())
 	}
 	if b.maxAge > 0 {
@@ -348,183 +433,9 @@ func (b *memBackend) prune(now time.Time) {
 	}
 }
 
-func (b *memBackend) evict(r *record) { delete(b.records, r.job.ID) }
-
-// Job implements Lease.
-func (r *record) Job() *Job { return r.job }
-
-// Attempt implements Lease.
-func (r *record) Attempt() int { return r.attempts }
-
-// Progress implements Lease.
-func (r *record) Progress(_ context.Context, percent float64, message string) error {
-	b := r.b
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if r.state != StateRunning {
-		return fmt.Errorf("jobqueue: progress on a job that is %s", r.state)
-	}
-	r.progress = percent
-	r.progressMsg = message
-	return nil
-}
-
-// Extend implements Lease: memory leases never expire.
-func (r *record) Extend(context.Context) error { return nil }
-
-// Ack implements Lease. If Cancel was called while the job ran, the job ends
-// canceled and Ack returns an error wrapping ErrCanceled.
-func (r *record) Ack(_ context.Context, result json.RawMessage) error {
-	b := r.b
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if r.state != StateRunning {
-		return fmt.Errorf("jobqueue: ack of a job that is %s", r.state)
-	}
-	if r.cancelReq {
-		r.lastErr = ErrCanceled.Error()
-		b.finish(r, StateCanceled, clockNow())
-		return ErrCanceled
-	}
-	r.result = result
-	b.finish(r, StateSucceeded, clockNow())
-	return nil
-}
-
-// Nack implements Lease. If Cancel was called while the job ran, the job ends
-// canceled and Nack returns an error wrapping ErrCanceled.
-func (r *record) Nack(_ context.Context, delay time.Duration, err error) error {
-	b := r.b
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if r.state != StateRunning {
-		return fmt.Errorf("jobqueue: nack of a job that is %s", r.state)
-	}
-	if err != nil {
-		r.lastErr = err.Error()
-	}
-	now := clockNow()
-	if r.cancelReq {
-		b.finish(r, StateCanceled, now)
-		return ErrCanceled
-	}
-	b.running--
-	r.retriedAt = now
-	mono := b.mono(now)
-	if delay <= 0 {
-		r.state = StatePending
-		r.readyAt = mono
-		b.ready.push(r)
-		b.wakeOne()
-		return nil
-	}
-	r.state = StateRetrying
-	r.nextRunAt = now.Add(delay)
-	b.retrying++
-	b.schedule(r, mono+int64(delay))
-	return nil
-}
-
-// Term implements Lease.
-func (r *record) Term(_ context.Context, st State, err error) error {
-	if st != StateFailed && st != StateCanceled {
-		return fmt.Errorf("jobqueue: term with state %s", st)
-	}
-	b := r.b
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if r.state != StateRunning {
-		return fmt.Errorf("jobqueue: term of a job that is %s", r.state)
-	}
-	if err != nil {
-		r.lastErr = err.Error()
-	}
-	b.finish(r, st, clockNow())
-	return nil
-}
-
-func (r *record) info() JobInfo {
-	return JobInfo{
-		Job:             *r.job,
-		State:           r.state,
-		Attempts:        r.attempts,
-		Progress:        r.progress,
-		ProgressMessage: r.progressMsg,
-		LastError:       r.lastErr,
-		Result:          r.result,
-		StartedAt:       r.startedAt,
-		RetriedAt:       r.retriedAt,
-		FinishedAt:      r.finishedAt,
-		NextRunAt:       r.nextRunAt,
-		Worker:          r.worker,
-	}
-}
-
-// Get implements Backend.
-func (b *memBackend) Get(_ context.Context, id string) (JobInfo, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.prune(clockNow())
-	r := b.records[id]
-	if r == nil {
-		return JobInfo{}, fmt.Errorf("%w: %q", ErrNotFound, id)
-	}
-	return r.info(), nil
-}
-
-// List implements Backend. It costs O(n log n) in the jobs kept.
-func (b *memBackend) List(_ context.Context, f ListFilter) ([]JobInfo, error) {
-	b.mu.Lock()
-	b.prune(clockNow())
-	var out []JobInfo
-	for _, r := range b.records {
-		if (f.Type == "" || f.Type == r.job.Type) && (f.State == StateUnknown || f.State == r.state) {
-			out = append(out, r.info())
-		}
-	}
-	b.mu.Unlock()
-	slices.SortFunc(out, func(x, y JobInfo) int { return cmp.Compare(y.ID, x.ID) })
-	if l := f.limit(); l >= 0 && len(out) > l {
-		out = out[:l]
-	}
-	return out, nil
-}
-
-// Cancel implements Backend.
-func (b *memBackend) Cancel(_ context.Context, id string) (JobInfo, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r := b.records[id]
-	if r == nil {
-		return JobInfo{}, fmt.Errorf("%w: %q", ErrNotFound, id)
-	}
-	switch {
-	case r.state.Final():
-		return r.info(), fmt.Errorf("%w: %s is %s", ErrFinished, id, r.state)
-	case r.state == StateRunning:
-		r.cancelReq = true
-		return r.info(), nil
-	}
-	r.lastErr = ErrCanceled.Error()
-	b.finish(r, StateCanceled, clockNow())
-	info := r.info()
-	return info, nil
-}
-
-// Stats implements Backend.
-func (b *memBackend) Stats(context.Context) (BackendStats, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.prune(clockNow())
-	s := BackendStats{
-		Scheduled: len(b.sched) - b.retrying,
-		Retrying:  b.retrying,
-		Running:   b.running,
-		Retained:  b.finished.n,
-	}
-	copy(s.Depth[:], b.ready.live[:])
-	s.Pending = b.ready.len()
-	return s, nil
+func (b *memBackend) evict(r *record) {
+	delete(b.records, r.job.ID)
+	b.keptBytes -= r.size()
 }
 
 // Close implements Backend. It stops the scheduler goroutine and waits for
@@ -541,75 +452,4 @@ func (b *memBackend) Close(context.Context) error {
 	b.mu.Unlock()
 	b.wg.Wait()
 	return nil
-}
-
-// The scheduled jobs form a binary min-heap on due, with each record's index
-// kept in heapIdx so Cancel can remove one in O(log n).
-
-func (b *memBackend) heapPush(r *record) {
-	r.heapIdx = len(b.sched)
-	b.sched = append(b.sched, r)
-	b.heapUp(r.heapIdx)
-}
-
-func (b *memBackend) heapPop() *record {
-	r := b.sched[0]
-	b.heapRemove(r)
-	return r
-}
-
-func (b *memBackend) heapRemove(r *record) {
-	i := r.heapIdx
-	last := len(b.sched) - 1
-	if i != last {
-		b.heapSwap(i, last)
-	}
-	b.sched[last] = nil
-	b.sched = b.sched[:last]
-	r.heapIdx = -1
-	if i != last {
-		b.heapDown(i)
-		b.heapUp(i)
-	}
-	if cap(b.sched) > 64 && len(b.sched) < cap(b.sched)/4 {
-		b.sched = slices.Clip(slices.Clone(b.sched))
-	}
-}
-
-func (b *memBackend) heapSwap(i, j int) {
-	h := b.sched
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx = i
-	h[j].heapIdx = j
-}
-
-func (b *memBackend) heapUp(i int) {
-	h := b.sched
-	for i > 0 {
-		p := (i - 1) / 2
-		if h[p].due <= h[i].due {
-			break
-		}
-		b.heapSwap(i, p)
-		i = p
-	}
-}
-
-func (b *memBackend) heapDown(i int) {
-	h := b.sched
-	for {
-		l := 2*i + 1
-		if l >= len(h) {
-			return
-		}
-		c := l
-		if r := l + 1; r < len(h) && h[r].due < h[l].due {
-			c = r
-		}
-		if h[i].due <= h[c].due {
-			return
-		}
-		b.heapSwap(i, c)
-		i = c
-	}
 }

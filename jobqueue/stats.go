@@ -1,6 +1,7 @@
 package jobqueue
 
 import (
+	"context"
 	"math"
 	"math/bits"
 	"sync/atomic"
@@ -21,7 +22,7 @@ type Stats struct {
 	Running   int                `json:"running"`   // leased, in any process
 	Retained  int                `json:"retained"`  // finished jobs kept for Get and List
 
-	Submitted uint64 `json:"submitted"` // jobs accepted by Submit and Run (not deduplicated)
+	Submitted uint64 `json:"submitted"` // jobs stored by Submit and Run (not deduplicated or repeated ones)
 	Succeeded uint64 `json:"succeeded"` // jobs ended succeeded
 	Failed    uint64 `json:"failed"`    // jobs ended failed
 	Retried   uint64 `json:"retried"`   // failed attempts followed by a retry
@@ -254,4 +255,54 @@ func (r *rate) lastSecond(now time.Time) uint64 {
 		return r.cur.Load()
 	}
 	return 0
+}
+
+// Stats returns counters, latencies and backend gauges. It costs a backend
+// Stats call and a pass over every worker's histograms (a few microseconds
+// per worker); call it at a human rate.
+func (q *Queue) Stats() Stats {
+	now := clockNow()
+	s := Stats{Workers: q.cfg.Workers, Submitted: q.submitted.Load(), Uptime: now.Sub(q.started)}
+	if bs, err := q.backend.Stats(context.Background()); err == nil {
+		s.Depth, s.Pending, s.Scheduled, s.Retrying, s.Running, s.Retained =
+			bs.Depth, bs.Pending, bs.Scheduled, bs.Retrying, bs.Running, bs.Retained
+	}
+	var wait, run histSum
+	for _, w := range q.runningWorkers() {
+		if w.cur.Load() != nil {
+			s.Busy++
+		}
+		s.Succeeded += w.succeeded.Load()
+		s.Failed += w.failed.Load()
+		s.Retried += w.retried.Load()
+		s.Canceled += w.canceled.Load()
+		s.Throughput += float64(w.rate.lastSecond(now))
+		wait.add(&w.wait)
+		run.add(&w.run)
+	}
+	s.Canceled += q.idle.canceled.Load()
+	s.Wait, s.Run = wait.latency(), run.latency()
+	if m := q.handlers.Load(); m != nil {
+		s.Types = make(map[string]TypeStats, len(*m))
+		for k, e := range *m {
+			var h histSum
+			h.add(&e.run)
+			s.Types[k] = TypeStats{Succeeded: e.c.succeeded.Load(), Failed: e.c.failed.Load(),
+				Retried: e.c.retried.Load(), Canceled: e.c.canceled.Load(), Run: h.latency()}
+		}
+	}
+	for p := range s.Priorities {
+		var h histSum
+		h.add(&q.levelWait[p])
+		c := &q.levels[p]
+		s.Priorities[p] = LevelStats{Pending: s.Depth[p], Succeeded: c.succeeded.Load(), Failed: c.failed.Load(),
+			Canceled: c.canceled.Load(), Wait: h.latency()}
+	}
+	select {
+	case <-q.done:
+		s.Left = int(q.left.Load())
+	default:
+	}
+	s.Interrupted = int(q.interrupted.Load())
+	return s
 }

@@ -114,7 +114,7 @@ func (w *worker) runJob(l Lease) {
 		c.cancel(ErrClosed)
 	}
 	if q.listening(false) {
-		q.publish(&Event{Kind: EventStarted, JobID: job.ID, Type: job.Type, Priority: job.Priority,
+		q.publish(&Event{Kind: EventStarted, JobID: job.ID, Type: job.Type, Owner: job.Owner, Priority: job.Priority,
 			State: StateRunning, Attempt: attempt, Time: start})
 	}
 
@@ -131,6 +131,16 @@ func (w *worker) runJob(l Lease) {
 		q.dropCancel(job.ID)
 	}
 	cause := c.causeErr()
+	if err == nil && q.cfg.MaxResult >= 0 && len(res) > q.cfg.MaxResult {
+		// The handler finished, but its result cannot be kept: a failure
+		// for good, unless Cancel was called meanwhile (a timeout or
+		// Shutdown changes nothing, as it came too late).
+		err = Permanent(fmt.Errorf("%w: %d bytes, more than %d", ErrResultTooLarge, len(res), q.cfg.MaxResult))
+		res = nil
+		if cause != ErrCanceled {
+			cause = nil
+		}
+	}
 	if err == nil && cause == nil {
 		w.end(l, e, start, EventSucceeded, StateSucceeded, res, nil, 0)
 		return
@@ -197,7 +207,10 @@ func (w *worker) end(l Lease, e *entry, start time.Time, kind EventKind, st Stat
 	}
 	ctx := context.Background()
 	var berr error
-	ev := Event{Kind: kind, JobID: job.ID, Type: job.Type, Priority: job.Priority, State: st, Attempt: l.Attempt(), Time: now}
+	// Read before the lease is settled: once it is, the job may be leased
+	// again (a retry) and the lease's attempt count move.
+	attempt := l.Attempt()
+	ev := Event{Kind: kind, JobID: job.ID, Type: job.Type, Owner: job.Owner, Priority: job.Priority, State: st, Attempt: attempt, Time: now}
 	logged := err
 	err = withStack(err)
 	if err != nil {
@@ -231,11 +244,11 @@ func (w *worker) end(l Lease, e *entry, start time.Time, kind EventKind, st Stat
 		kind, ev.Kind, ev.State, ev.Result, ev.Error, ev.NextRunAt = EventCanceled, EventCanceled, StateCanceled, nil, ErrCanceled.Error(), time.Time{}
 	} else if berr != nil {
 		berr = fmt.Errorf("jobqueue: settling job %s as %s: %w", job.ID, st, berr)
-		q.logBackendError(job, l.Attempt(), "settling job failed", berr)
-		q.reportError(job, l.Attempt(), berr)
+		q.logBackendError(job, attempt, "settling job failed", berr)
+		q.reportError(job, attempt, berr)
 	}
 	if kind != EventSucceeded && (berr == nil || kind == EventCanceled) {
-		w.logOutcome(job, l.Attempt(), kind, st, logged, delay)
+		w.logOutcome(job, attempt, kind, st, logged, delay)
 	}
 	if kind.Final() && q.listening(true) {
 		q.publish(&ev)

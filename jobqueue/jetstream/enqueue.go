@@ -25,7 +25,10 @@ import (
 // the state bucket, which holds the ID of the job that owns it until that
 // job finishes. It costs one request (two with a UniqueKey) plus a signal to
 // idle workers.
-func (b *Backend) Enqueue(ctx context.Context, job *jobqueue.Job) (string, error) {
+//
+// It does not check quota (Quota.MaxDelay is checked by the Queue) or
+// BackendConfig.MaxBytes yet.
+func (b *Backend) Enqueue(ctx context.Context, job *jobqueue.Job, _ jobqueue.Quota) (string, error) {
 	if b.isClosed() {
 		return "", jobqueue.ErrClosed
 	}

@@ -3,7 +3,9 @@
 // public API only, so the memory backend and shared backends (JetStream)
 // are held to the same rules: priority order, FIFO, starvation and aging,
 // retries and backoff, timeouts, cancellation, panics, capacity, shutdown,
-// slow subscribers, unique keys, delayed jobs, retention and bad payloads.
+// slow subscribers, unique keys, delayed jobs, retention and bad payloads,
+// and the trust boundary: owners, listing by owner with a cursor and in
+// summary, quotas, the byte budget, idempotent submission and usage.
 //
 //	func TestConformance(t *testing.T) {
 //		queuetest.Run(t, func(t *testing.T) jobqueue.Backend { return jobqueue.NewMemoryBackend() })
@@ -67,6 +69,18 @@ func Run(t *testing.T, newBackend func(t *testing.T) jobqueue.Backend) {
 		{"EventFilter", s.eventFilter},
 		{"WorkerLimit", s.workerLimit},
 		{"Stats", s.stats},
+		{"OwnerStored", s.ownerStored},
+		{"ListByOwner", s.listByOwner},
+		{"ListCursor", s.listCursor},
+		{"ListSummary", s.listSummary},
+		{"QuotaMaxActive", s.quotaMaxActive},
+		{"QuotaMaxDelayed", s.quotaMaxDelayed},
+		{"QuotaMaxBytes", s.quotaMaxBytes},
+		{"QuotaMaxDelay", s.quotaMaxDelay},
+		{"MaxBytesQueueFull", s.maxBytesFull},
+		{"MaxBytesEvictsRetained", s.maxBytesEvicts},
+		{"IdempotentSubmit", s.idempotentSubmit},
+		{"Usage", s.usage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)
@@ -747,8 +761,16 @@ func (s *suite) uniqueKey(t *testing.T) {
 	if a != b || a == other {
 		t.Fatalf("ids %s %s %s: want the first two equal, the third different", a, b, other)
 	}
+	// Keys are per owner: another owner's same key is another job.
+	mine := submit(t, q, jobqueue.JobRequest{Type: "rec", Payload: payload(5), UniqueKey: "report-42", Owner: "alice"})
+	if mine == a {
+		t.Fatal("a UniqueKey matched another owner's job")
+	}
+	if again := submit(t, q, jobqueue.JobRequest{Type: "rec", Payload: payload(6), UniqueKey: "report-42", Owner: "alice"}); again != mine {
+		t.Fatalf("an owner's UniqueKey did not match its own active job: %s, want %s", again, mine)
+	}
 	start(t, q)
-	waitAll(t, q, []string{a, other})
+	waitAll(t, q, []string{a, other, mine})
 	c := submit(t, q, jobqueue.JobRequest{Type: "rec", Payload: payload(4), UniqueKey: "report-42"})
 	if c == a {
 		t.Fatal("a finished job's key still deduplicated")
@@ -756,8 +778,8 @@ func (s *suite) uniqueKey(t *testing.T) {
 	waitAll(t, q, []string{c})
 	got := r.got()
 	slices.Sort(got)
-	if !slices.Equal(got, []int{1, 3, 4}) {
-		t.Fatalf("ran %v, want [1 3 4]", got)
+	if !slices.Equal(got, []int{1, 3, 4, 5}) {
+		t.Fatalf("ran %v, want [1 3 4 5]", got)
 	}
 }
 
@@ -769,17 +791,21 @@ func (s *suite) callerID(t *testing.T) {
 	if got := submit(t, q, jobqueue.JobRequest{ID: id, Type: "rec", Payload: payload(1)}); got != id {
 		t.Fatalf("Submit returned %q, want the chosen ID %q", got, id)
 	}
-	if _, err := q.Submit(ctxT(t), jobqueue.JobRequest{ID: id, Type: "rec", Payload: payload(2)}); !errors.Is(err, jobqueue.ErrInvalidJob) {
-		t.Fatalf("Submit with a duplicate ID = %v, want ErrInvalidJob", err)
+	// A repeated submission (a client retrying) adds nothing.
+	if got, err := q.Submit(ctxT(t), jobqueue.JobRequest{ID: id, Type: "rec", Payload: payload(2)}); got != id || err != nil {
+		t.Fatalf("Submit repeating an active job's ID = %q, %v; want %q, nil", got, err, id)
 	}
 	custom := submit(t, q, jobqueue.JobRequest{ID: "order-1234_a", Type: "rec", Payload: payload(3)})
 	start(t, q)
 	waitAll(t, q, []string{id, custom})
-	if _, err := q.Submit(ctxT(t), jobqueue.JobRequest{ID: custom, Type: "rec", Payload: payload(4)}); !errors.Is(err, jobqueue.ErrInvalidJob) {
-		t.Fatalf("Submit reusing a finished job's ID = %v, want ErrInvalidJob while it is kept", err)
+	if got, err := q.Submit(ctxT(t), jobqueue.JobRequest{ID: custom, Type: "rec", Payload: payload(4)}); got != custom || err != nil {
+		t.Fatalf("Submit repeating a finished job's ID = %q, %v; want %q, nil while it is kept", got, err, custom)
 	}
 	if got := r.got(); len(got) != 2 {
 		t.Fatalf("ran %v, want 2 jobs", got)
+	}
+	if st := q.Stats(); st.Submitted != 2 {
+		t.Fatalf("Stats.Submitted = %d, want 2: repeated submissions are not counted", st.Submitted)
 	}
 }
 

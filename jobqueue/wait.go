@@ -1,0 +1,110 @@
+package jobqueue
+
+import "context"
+
+// Wait blocks until job id reaches a final state or ctx ends, and returns
+// its final snapshot. The error is nil for a succeeded job, a *JobError
+// (matching ErrFailed or ErrCanceled) for a failed or canceled one,
+// ctx.Err() if ctx ends first, ErrNotFound for an unknown job (or one
+// retention dropped before Wait began), and ErrClosed if Shutdown finishes
+// while the job is still active. Waiting costs one small channel and no
+// goroutine. To submit and wait with no gap, use Run.
+func (q *Queue) Wait(ctx context.Context, id string) (JobInfo, error) {
+	return q.await(ctx, id, q.addWaiter(id))
+}
+
+// Run submits req and waits for the job's final state, like Submit then
+// Wait, except that the wait is registered before the job is stored, so
+// the result cannot be missed however fast the job runs and retention drops
+// it. A request deduplicated by its UniqueKey, or repeating the ID of a job
+// still kept, waits for that job. Its errors are Submit's and Wait's.
+func (q *Queue) Run(ctx context.Context, req JobRequest) (JobInfo, error) {
+	job, err := q.newJob(req)
+	if err != nil {
+		return JobInfo{}, err
+	}
+	ch := q.addWaiter(job.ID)
+	id, err := q.backend.Enqueue(ctx, job, req.Quota)
+	if err != nil || id != job.ID {
+		q.dropWaiter(job.ID, ch)
+		if err != nil {
+			return JobInfo{}, err
+		}
+		return q.Wait(ctx, id) // deduplicated by UniqueKey: wait for the first job
+	}
+	return q.await(ctx, id, ch)
+}
+
+func (q *Queue) addWaiter(id string) chan Event {
+	ch := make(chan Event, 1)
+	q.waitMu.Lock()
+	q.waiters[id] = append(q.waiters[id], ch)
+	q.nwaiters.Add(1)
+	q.waitMu.Unlock()
+	return ch
+}
+
+// await waits on a registered waiter channel.
+func (q *Queue) await(ctx context.Context, id string, ch chan Event) (JobInfo, error) {
+	defer q.dropWaiter(id, ch)
+	info, err := q.backend.Get(ctx, id)
+	if err != nil {
+		select {
+		case ev := <-ch: // finished, and already dropped by retention
+			info = infoFromEvent(&ev)
+			return info, finalError(&info)
+		default:
+			return info, err
+		}
+	}
+	if !info.State.Final() {
+		select {
+		case ev := <-ch:
+			if info2, err := q.backend.Get(ctx, id); err == nil && info2.State.Final() {
+				info = info2
+			} else {
+				info.State, info.LastError, info.Result = ev.State, ev.Error, ev.Result
+				info.Attempts, info.FinishedAt = ev.Attempt, ev.Time
+			}
+		case <-ctx.Done():
+			return info, ctx.Err()
+		case <-q.done:
+			if info, err = q.backend.Get(ctx, id); err != nil || !info.State.Final() {
+				return info, ErrClosed
+			}
+		}
+	}
+	return info, finalError(&info)
+}
+
+func infoFromEvent(ev *Event) JobInfo {
+	return JobInfo{
+		Job:   Job{ID: ev.JobID, Type: ev.Type, Owner: ev.Owner, Priority: ev.Priority},
+		State: ev.State, Attempts: ev.Attempt, LastError: ev.Error, Result: ev.Result, FinishedAt: ev.Time,
+	}
+}
+
+func (q *Queue) dropWaiter(id string, ch chan Event) {
+	q.waitMu.Lock()
+	defer q.waitMu.Unlock()
+	q.nwaiters.Add(-1)
+	chs := q.waiters[id]
+	for i, c := range chs {
+		if c == ch {
+			chs = append(chs[:i], chs[i+1:]...)
+			break
+		}
+	}
+	if len(chs) == 0 {
+		delete(q.waiters, id)
+	} else {
+		q.waiters[id] = chs
+	}
+}
+
+func finalError(info *JobInfo) error {
+	if info.State == StateFailed || info.State == StateCanceled {
+		return &JobError{ID: info.ID, State: info.State, Message: info.LastError}
+	}
+	return nil
+}
