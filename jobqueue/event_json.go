@@ -102,7 +102,10 @@ func (e *Event) appendFast(b []byte) ([]byte, bool) {
 }
 
 func (e *Event) appendSlow(b []byte) ([]byte, error) {
-	data, err := json.Marshal((*eventJSON)(e))
+	// Marshal a copy: handing e itself to encoding/json would make every
+	// Event that reaches AppendJSON escape to the heap, fast path included.
+	c := eventJSON(*e)
+	data, err := json.Marshal(&c)
 	if err != nil {
 		return b, err
 	}

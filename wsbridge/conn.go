@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"sync/atomic"
@@ -25,11 +26,14 @@ var errPeerClosed = errors.New("wsbridge: closed by client")
 // something to write. An idle conn costs its reader's small stack, its read
 // buffer, this struct and the socket.
 type conn struct {
-	s   *Server
-	nc  net.Conn
-	rd  msgReader
-	out sender
-	id  uint64 // unique in s, for the log
+	s      *Server
+	nc     net.Conn
+	rd     msgReader
+	out    sender
+	id     uint64    // unique in s, for the log
+	p      Principal // who the connection acts for
+	g      *group    // the quota it counts against
+	budget sendBudget
 
 	// Reader goroutine only.
 	extended time.Time // when the read deadline was last pushed back
@@ -40,13 +44,15 @@ type conn struct {
 
 	// Guarded by s.router.mu.
 	watchAll bool
-	watching map[string]struct{}
+	watching map[string]struct{} // each holds one of g's watches
 }
 
-func newConn(s *Server, nc net.Conn, br *bufio.Reader) *conn {
-	c := &conn{s: s, nc: nc, id: s.nextConn.Add(1)}
+func newConn(s *Server, nc net.Conn, br *bufio.Reader, p Principal, g *group) *conn {
+	c := &conn{s: s, nc: nc, id: s.nextConn.Add(1), p: p, g: g}
 	c.rd = msgReader{r: br, state: ws.StateServerSide, max: s.cfg.MaxMessageSize, owner: c}
-	c.out.init(nc, false, s.cfg.WriteTimeout, s.cfg.SendQueue, &s.wg, c)
+	c.budget = sendBudget{g: g, pushLimit: int64(s.cfg.SendQueueBytes)}
+	c.out.init(nc, false, s.cfg.WriteTimeout, math.MaxInt, &s.wg, c)
+	c.out.budget = &c.budget
 	if d := s.cfg.PingInterval; d > 0 {
 		c.extended = time.Now()
 		_ = nc.SetReadDeadline(c.extended.Add(d + s.cfg.PongTimeout))
@@ -62,6 +68,12 @@ func (c *conn) serve() {
 	c.teardown(err)
 }
 
+// readLoop reads and handles the client's messages in order. Each command
+// takes one of its principal's in-flight slots while it is handled (its
+// replies take their own until written): when the principal has
+// Quota.MaxInFlight commands in flight, or Quota.MaxQueuedBytes queued, the
+// loop waits before handling the next, which stops reading the socket and
+// lets TCP slow the client down.
 func (c *conn) readLoop() error {
 	for {
 		_, bp, err := c.rd.next()
@@ -70,10 +82,40 @@ func (c *conn) readLoop() error {
 		}
 		if !c.closing.Load() {
 			c.s.st.messagesIn.Add(1)
-			c.handle(*bp)
+			if c.acquire() {
+				c.handle(*bp)
+				c.g.release(1, 0)
+			}
 		}
 		putBuf(bp)
 	}
+}
+
+// acquire takes an in-flight slot for a command, waiting for one if it
+// must; it returns false if the connection closes meanwhile.
+func (c *conn) acquire() bool {
+	d := c.g.held()
+	if d == 0 && c.g.tryAcquire() {
+		return true
+	}
+	c.s.st.paused.Add(1)
+	if d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-c.out.done:
+			t.Stop()
+			return false
+		}
+	}
+	ok := c.g.acquire(c.out.done)
+	// The client may have been silent while we did not read: restart its
+	// grace period.
+	if d := c.s.cfg.PingInterval; d > 0 && !c.closing.Load() {
+		c.extended = time.Now()
+		_ = c.nc.SetReadDeadline(c.extended.Add(d + c.s.cfg.PongTimeout))
+	}
+	return ok
 }
 
 // teardown finishes the close handshake as err requires, closes the socket
@@ -132,10 +174,19 @@ func (c *conn) closeWith(e *closeErr, drop bool) bool {
 	return c.out.close(e.code, e.reason, drop)
 }
 
-// send queues a message; a full queue closes the connection as a slow
-// consumer. It never blocks.
+// send queues a pushed message (an event, stats); a full queue closes the
+// connection as a slow consumer. It never blocks.
 func (c *conn) send(msg []byte) {
 	if c.sendFrame(ws.OpText, msg) {
+		c.s.st.messagesOut.Add(1)
+	}
+}
+
+// reply queues a reply to a command. Replies are never refused for space:
+// they pace the reading of commands instead (see readLoop). It never
+// blocks.
+func (c *conn) reply(msg []byte) {
+	if c.out.reply(msg) == nil {
 		c.s.st.messagesOut.Add(1)
 	}
 }
@@ -145,12 +196,13 @@ func (c *conn) send(msg []byte) {
 func (c *conn) sendFrame(op ws.OpCode, data []byte) bool {
 	err := c.out.send(op, data)
 	if errors.Is(err, errQueueFull) {
+		queued := c.out.pushedBytes()
 		if c.closeWith(errSlow, true) {
 			c.s.st.slow.Add(1)
-			c.s.reportError(fmt.Errorf("%w: %s: %d messages queued", ErrSlowConsumer, c.nc.RemoteAddr(), c.s.cfg.SendQueue))
+			c.s.reportError(fmt.Errorf("%w: %s: %d bytes queued", ErrSlowConsumer, c.nc.RemoteAddr(), queued))
 			if c.s.logs(slog.LevelWarn) {
 				c.s.log(slog.LevelWarn, "wsbridge: slow consumer dropped",
-					c.connAttrs(slog.Int("code", int(CloseSlowConsumer)), slog.Int("queued", c.s.cfg.SendQueue))...)
+					c.connAttrs(slog.Int("code", int(CloseSlowConsumer)), slog.Int64("queued", queued))...)
 			}
 		}
 	}
@@ -238,90 +290,17 @@ func (c *conn) handle(data []byte) {
 		}
 		return
 	}
-	s := c.s
-	ctx := s.ctx
-	switch cmd.name {
-	case cmdSubmit:
-		if !c.watchesAll() && !s.router.canWatch(c) {
-			c.sendError(cmd.id, cmd.name, CodeTooManyWatches, fmt.Sprintf("this connection watches %d jobs already", s.cfg.MaxWatches))
-			return
-		}
-		id, err := s.q.Submit(ctx, cmd.job)
-		if err != nil {
-			c.sendQueueError(cmd, err)
-			return
-		}
-		c.send(encodeAck(cmd.id, cmd.name, id))
-		c.follow(id, false)
-	case cmdStatus:
-		info, err := s.q.Get(ctx, cmd.jobID)
-		if err != nil {
-			c.sendQueueError(cmd, err)
-			return
-		}
-		c.send(encode(statusMsg{Type: msgStatus, ID: cmd.id, Job: &info}))
-	case cmdCancel:
-		if err := s.q.Cancel(ctx, cmd.jobID); err != nil {
-			c.sendQueueError(cmd, err)
-			return
-		}
-		c.send(encodeAck(cmd.id, cmd.name, cmd.jobID))
-	case cmdSubscribe:
-		if cmd.jobID == "" {
-			s.router.setAll(c, true)
-			c.send(encodeAck(cmd.id, cmd.name, ""))
-			return
-		}
-		if !s.router.canWatch(c) {
-			c.sendError(cmd.id, cmd.name, CodeTooManyWatches, fmt.Sprintf("this connection watches %d jobs already", s.cfg.MaxWatches))
-			return
-		}
-		info, err := s.q.Get(ctx, cmd.jobID)
-		if err != nil {
-			c.sendQueueError(cmd, err)
-			return
-		}
-		c.send(encodeAck(cmd.id, cmd.name, cmd.jobID))
-		c.send(encode(statusMsg{Type: msgStatus, ID: cmd.id, Job: &info}))
-		c.follow(cmd.jobID, true)
-	case cmdUnsubscribe:
-		if cmd.jobID == "" {
-			s.router.setAll(c, false)
-		} else {
-			s.router.unwatch(c, cmd.jobID)
-		}
-		c.send(encodeAck(cmd.id, cmd.name, cmd.jobID))
-	case cmdList:
-		jobs, err := s.q.List(ctx, cmd.list)
-		if err != nil {
-			c.sendQueueError(cmd, err)
-			return
-		}
-		if jobs == nil {
-			jobs = []jobqueue.JobInfo{}
-		}
-		c.send(encode(jobsMsg{Type: msgJobs, ID: cmd.id, Jobs: jobs}))
-	case cmdStats:
-		if cmd.watch != nil {
-			s.watchStats(c, *cmd.watch)
-		}
-		c.send(s.statsMessage(cmd.id))
-	case cmdPing:
-		c.send(encode(pongMsg{Type: msgPong, ID: cmd.id, Time: time.Now()}))
-	}
+	cmd.spec.run(c, cmd)
 }
 
-// follow makes c watch job id and closes the gap with the events routed
-// before the watch began: if the job is final already, its final event is
-// sent from its snapshot (once; see router.deliverFinal). A connection
-// watching every job needs neither. always forces the snapshot read even
-// then (subscribe: the client asked for this job's final state).
-func (c *conn) follow(id string, always bool) {
+// follow makes c watch job id, with a watch of its group the caller has
+// reserved, and closes the gap with the events routed before the watch
+// began: if the job is final already, its final event is sent from its
+// snapshot (once; see router.deliverFinal).
+func (c *conn) follow(id string) {
 	s := c.s
-	if c.watchesAll() && !always {
-		return
-	}
 	if !s.router.watch(c, id) {
+		c.g.releaseWatch() // watched already
 		return
 	}
 	info, err := s.q.Get(s.ctx, id)
@@ -334,7 +313,7 @@ func (c *conn) follow(id string, always bool) {
 		// is gone. Say so rather than leave the client waiting.
 		if s.router.forget(c, id) {
 			c.s.st.errors.Add(1)
-			c.send(encode(errorMsg{Type: msgError, Command: cmdSubscribe, JobID: id, Code: CodeNotFound,
+			c.reply(encode(errorMsg{Type: msgError, Command: cmdSubscribe, JobID: id, Code: CodeNotFound,
 				Message: "the job ended and was dropped by the queue's retention before its outcome could be sent"}))
 		}
 	}
@@ -348,13 +327,22 @@ func (c *conn) watchesAll() bool {
 
 func (c *conn) sendError(id json.RawMessage, command, code, message string) {
 	c.s.st.errors.Add(1)
+	if code == CodeQuota {
+		c.s.st.quota.Add(1)
+		c.g.refused()
+	}
 	if c.s.logs(slog.LevelDebug) {
 		c.s.log(slog.LevelDebug, "wsbridge: command refused", c.connAttrs(slog.String("command", command),
 			slog.String("error_code", code), slog.String("message", message))...)
 	}
-	c.send(encode(errorMsg{Type: msgError, ID: id, Command: command, Code: code, Message: message}))
+	c.reply(encode(errorMsg{Type: msgError, ID: id, Command: command, Code: code, Message: message}))
 }
 
-func (c *conn) sendQueueError(cmd command, err error) {
+func (c *conn) sendQueueError(cmd *command, err error) {
 	c.sendError(cmd.id, cmd.name, errorCode(err), err.Error())
+}
+
+// sendQuota refuses cmd for a quota the Server enforces.
+func (c *conn) sendQuota(cmd *command, message string) {
+	c.sendError(cmd.id, cmd.name, CodeQuota, message)
 }

@@ -3,136 +3,14 @@ package wsbridge
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
-	"time"
 
 	"github.com/corework/corework/jobqueue"
 )
 
-// decodeEvent decodes an event message into ev. Events are most of what a
-// Client reads, so the shape the server writes (a flat object whose strings
-// need no unescaping) is parsed by hand, which measured about four times
-// cheaper than json.Unmarshal; anything else goes to json.Unmarshal.
-func decodeEvent(b []byte, ev *jobqueue.Event) error {
-	if fastEvent(b, ev) {
-		return nil
-	}
-	*ev = jobqueue.Event{}
-	var m eventMsg
-	if err := json.Unmarshal(b, &m); err != nil {
-		return err
-	}
-	*ev = jobqueue.Event{
-		Kind: m.Type, JobID: m.JobID, Type: m.TaskType, Priority: m.Priority, State: m.State,
-		Attempt: m.Attempt, Progress: m.Progress, Message: m.Message, Error: m.Error,
-		Result: m.Result, NextRunAt: m.NextRunAt, Time: m.Time,
-	}
-	return nil
-}
-
-// fastEvent parses the common case and reports whether it could. It gives up
-// on any escape in a string, an unknown or repeated key, or anything
-// unexpected, leaving the rest to encoding/json.
-func fastEvent(b []byte, ev *jobqueue.Event) bool {
-	p := parser{b: b}
-	if !p.byte('{') {
-		return false
-	}
-	var seen uint16
-	for {
-		key, ok := p.plainString()
-		if !ok || !p.byte(':') {
-			return false
-		}
-		bit, known := eventKeys[string(key)]
-		if !known || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		switch string(key) {
-		case "type":
-			s, ok := p.plainString()
-			if !ok || ev.Kind.UnmarshalText(s) != nil {
-				return false
-			}
-		case "state":
-			s, ok := p.plainString()
-			if !ok || ev.State.UnmarshalText(s) != nil {
-				return false
-			}
-		case "job_id", "task_type", "message", "error":
-			s, ok := p.plainString()
-			if !ok {
-				return false
-			}
-			switch string(key) {
-			case "job_id":
-				ev.JobID = string(s)
-			case "task_type":
-				ev.Type = string(s)
-			case "message":
-				ev.Message = string(s)
-			default:
-				ev.Error = string(s)
-			}
-		case "priority", "attempt":
-			tok := p.number()
-			n, err := strconv.Atoi(string(tok))
-			if err != nil || !json.Valid(tok) {
-				return false
-			}
-			if string(key) == "priority" {
-				ev.Priority = jobqueue.Priority(n)
-			} else {
-				ev.Attempt = n
-			}
-		case "progress":
-			tok := p.number()
-			f, err := strconv.ParseFloat(string(tok), 64)
-			if err != nil || !json.Valid(tok) {
-				return false
-			}
-			ev.Progress = f
-		case "time", "next_run_at":
-			s, ok := p.plainString()
-			if !ok {
-				return false
-			}
-			var t time.Time
-			if t.UnmarshalText(s) != nil {
-				return false
-			}
-			if string(key) == "time" {
-				ev.Time = t
-			} else {
-				ev.NextRunAt = t
-			}
-		case "result":
-			v, ok := p.value()
-			if !ok || !json.Valid(v) {
-				return false
-			}
-			if string(v) != "null" {
-				ev.Result = append(json.RawMessage(nil), v...)
-			}
-		}
-		p.space()
-		if p.byte('}') {
-			p.space()
-			return p.i == len(p.b) && seen&(eventKeys["type"]|eventKeys["job_id"]) != 0
-		}
-		if !p.byte(',') {
-			return false
-		}
-	}
-}
-
-// eventKeys are the keys of an event message, each with its bit.
-var eventKeys = map[string]uint16{
-	"type": 1 << 0, "job_id": 1 << 1, "task_type": 1 << 2, "priority": 1 << 3, "state": 1 << 4,
-	"attempt": 1 << 5, "progress": 1 << 6, "message": 1 << 7, "error": 1 << 8, "result": 1 << 9,
-	"next_run_at": 1 << 10, "time": 1 << 11,
-}
+// decodeEvent decodes an event message into ev with jobqueue.Event's own
+// decoding (Event.UnmarshalJSON, the one JSON form of events, parsed by
+// hand in the common case).
+func decodeEvent(b []byte, ev *jobqueue.Event) error { return ev.UnmarshalJSON(b) }
 
 // parser walks a JSON text.
 type parser struct {
@@ -175,20 +53,6 @@ func (p *parser) plainString() ([]byte, bool) {
 		p.i++
 	}
 	return nil, false
-}
-
-// number returns the token of a number (validated by its parser).
-func (p *parser) number() []byte {
-	p.space()
-	start := p.i
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		if (c < '0' || c > '9') && c != '-' && c != '+' && c != '.' && c != 'e' && c != 'E' {
-			break
-		}
-		p.i++
-	}
-	return p.b[start:p.i]
 }
 
 // value skips one JSON value and returns its bytes; the caller validates

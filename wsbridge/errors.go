@@ -21,8 +21,12 @@ var (
 	ErrConnectionLost = errors.New("wsbridge: connection lost")
 	// ErrOrigin refuses an upgrade whose Origin is not allowed (HTTP 403).
 	ErrOrigin = errors.New("wsbridge: origin not allowed")
-	// ErrUnauthorized is what TokenAuth returns for a missing or wrong
-	// token; any error from Config.Authorize refuses the upgrade with 403.
+	// ErrHost refuses an upgrade whose Host header does not name the
+	// server (HTTP 403; see Config.Hosts).
+	ErrHost = errors.New("wsbridge: host not allowed")
+	// ErrUnauthorized is what TokenAuth and OptionalTokenAuth return for a
+	// missing or unknown token. An error from Config.Authenticate that
+	// wraps it refuses the upgrade with HTTP 401; any other with 403.
 	ErrUnauthorized = errors.New("wsbridge: unauthorized")
 	// ErrProtocol matches a *ServerError the server sent for a malformed
 	// request (bad JSON, unknown command, bad field).
@@ -40,23 +44,24 @@ const CloseSlowConsumer ws.StatusCode = 4008
 
 // Error codes carried by `error` messages (see the package doc).
 const (
-	CodeBadJSON        = "bad_json"         // the message is not a JSON object
-	CodeUnknownCommand = "unknown_command"  // no such command
-	CodeBadRequest     = "bad_request"      // a field is missing or has a bad value
-	CodeInvalidJob     = "invalid_job"      // jobqueue.ErrInvalidJob
-	CodeNoHandler      = "no_handler"       // jobqueue.ErrNoHandler
-	CodeQueueFull      = "queue_full"       // jobqueue.ErrQueueFull
-	CodeNotFound       = "not_found"        // jobqueue.ErrNotFound
-	CodeFinished       = "finished"         // jobqueue.ErrFinished
-	CodeClosed         = "closed"           // jobqueue.ErrClosed or server shutting down
-	CodeTooManyWatches = "too_many_watches" // Config.MaxWatches reached
-	CodeEventsLost     = "events_lost"      // the bridge fell behind the queue; resynchronize
-	CodeInternal       = "internal"         // any other error
+	CodeBadJSON        = "bad_json"        // the message is not a JSON object
+	CodeUnknownCommand = "unknown_command" // no such command
+	CodeBadRequest     = "bad_request"     // a field is missing or has a bad value
+	CodeInvalidJob     = "invalid_job"     // jobqueue.ErrInvalidJob
+	CodeNoHandler      = "no_handler"      // jobqueue.ErrNoHandler
+	CodeQueueFull      = "queue_full"      // jobqueue.ErrQueueFull
+	CodeNotFound       = "not_found"       // jobqueue.ErrNotFound
+	CodeFinished       = "finished"        // jobqueue.ErrFinished
+	CodeClosed         = "closed"          // jobqueue.ErrClosed or server shutting down
+	CodeQuota          = "quota"           // over a Quota limit: jobqueue.ErrQuotaExceeded
+	CodeEventsLost     = "events_lost"     // the bridge fell behind the queue; resynchronize
+	CodeInternal       = "internal"        // any other error
 )
 
 // ServerError is an `error` message received by a Client. Is matches the
 // jobqueue sentinel of its code (CodeNotFound matches jobqueue.ErrNotFound,
-// CodeQueueFull jobqueue.ErrQueueFull, ...) and ErrProtocol for the codes of
+// CodeQueueFull jobqueue.ErrQueueFull, CodeQuota
+// jobqueue.ErrQuotaExceeded, ...) and ErrProtocol for the codes of
 // malformed requests.
 type ServerError struct {
 	Code    string
@@ -84,6 +89,7 @@ var codeError = map[string]error{
 	CodeNotFound:   jobqueue.ErrNotFound,
 	CodeFinished:   jobqueue.ErrFinished,
 	CodeClosed:     jobqueue.ErrClosed,
+	CodeQuota:      jobqueue.ErrQuotaExceeded,
 }
 
 // errorCode maps an error returned by the queue to its protocol code.

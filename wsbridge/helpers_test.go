@@ -105,8 +105,12 @@ type raw struct {
 	t  testing.TB
 	nc net.Conn
 	br *bufio.Reader
+
+	welcome   map[string]any // the server's first message
+	principal string         // its principal: the owner of the jobs it submits
 }
 
+// dialRaw connects and reads the welcome message.
 func dialRaw(t testing.TB, url string, h http.Header) *raw {
 	t.Helper()
 	d := ws.Dialer{Timeout: 5 * time.Second}
@@ -122,7 +126,22 @@ func dialRaw(t testing.TB, url string, h http.Header) *raw {
 	}
 	r := &raw{t: t, nc: nc, br: br}
 	t.Cleanup(func() { nc.Close() })
+	r.welcome = r.msg()
+	if r.welcome["type"] != "welcome" {
+		t.Fatalf("first message %v, want a welcome", r.welcome)
+	}
+	r.principal, _ = r.welcome["principal"].(string)
 	return r
+}
+
+// job returns a request of type typ owned by r's principal, to submit
+// straight to the queue.
+func (r *raw) job(typ string, payload string) jobqueue.JobRequest {
+	req := jobqueue.JobRequest{Type: typ, Owner: r.principal}
+	if payload != "" {
+		req.Payload = json.RawMessage(payload)
+	}
+	return req
 }
 
 func (r *raw) sendText(s string) {
@@ -186,6 +205,22 @@ func (r *raw) until(typ string) map[string]any {
 			return m
 		}
 	}
+}
+
+// untilAll reads messages until it has one of each type, in any order,
+// and returns the first of each.
+func (r *raw) untilAll(types ...string) map[string]map[string]any {
+	r.t.Helper()
+	got := make(map[string]map[string]any)
+	for len(got) < len(types) {
+		m := r.msg()
+		for _, typ := range types {
+			if m["type"] == typ && got[typ] == nil {
+				got[typ] = m
+			}
+		}
+	}
+	return got
 }
 
 // closeCode reads until a close frame and returns its code.

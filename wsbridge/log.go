@@ -25,6 +25,7 @@ func (c *conn) connAttrs(extra ...slog.Attr) []slog.Attr {
 	return append([]slog.Attr{
 		slog.Uint64("conn", c.id),
 		slog.String("remote", c.nc.RemoteAddr().String()),
+		slog.String("principal", c.p.Name),
 	}, extra...)
 }
 

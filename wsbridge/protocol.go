@@ -27,12 +27,13 @@ const (
 
 // Server message types.
 const (
-	msgAck    = "ack"
-	msgError  = "error"
-	msgStatus = "status"
-	msgJobs   = "jobs"
-	msgStats  = "stats"
-	msgPong   = "pong"
+	msgWelcome = "welcome"
+	msgAck     = "ack"
+	msgError   = "error"
+	msgStatus  = "status"
+	msgJobs    = "jobs"
+	msgStats   = "stats"
+	msgPong    = "pong"
 )
 
 // maxRequestID bounds the encoded request id a client may have echoed.
@@ -57,12 +58,15 @@ type request struct {
 	JobID       string            `json:"job_id,omitempty"`
 	State       string            `json:"state,omitempty"`
 	Limit       int               `json:"limit,omitempty"`
+	Cursor      string            `json:"cursor,omitempty"`
+	Owner       string            `json:"owner,omitempty"`
 	Watch       *bool             `json:"watch,omitempty"`
 }
 
 // command is a decoded, validated client command.
 type command struct {
 	name  string
+	spec  *commandSpec    // how to run it
 	id    json.RawMessage // echoed in the reply; nil when the client sent none
 	job   jobqueue.JobRequest
 	jobID string
@@ -81,8 +85,10 @@ type cmdError struct {
 
 func (e *cmdError) Error() string { return e.code + ": " + e.message }
 
-// decodeCommand decodes one client message. Any error is a *cmdError that
-// carries the request id when it could be read.
+// decodeCommand decodes one client message: the fields every command
+// shares here, the command's own with its entry of the commands table.
+// Any error is a *cmdError that carries the request id when it could be
+// read.
 func decodeCommand(data []byte) (command, error) {
 	var cmd command
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
@@ -119,66 +125,22 @@ func decodeCommand(data []byte) (command, error) {
 	} else if len(r.ID) > 0 && string(r.ID) != "null" {
 		return fail(CodeBadRequest, "id must be a string or a number of at most %d bytes", maxRequestID)
 	}
-	if len(r.Command) > 64 {
+	switch {
+	case r.Command == "":
+		return fail(CodeUnknownCommand, "missing command")
+	case len(r.Command) > 64:
 		return fail(CodeUnknownCommand, "unknown command")
 	}
 	cmd.name = r.Command
-	switch r.Command {
-	case cmdSubmit:
-		if r.TaskType == "" {
-			return fail(CodeBadRequest, "submit_job needs a task_type")
-		}
-		p, err := parsePriority(r.Priority)
-		if err != nil {
-			return fail(CodeBadRequest, "%v", err)
-		}
-		d, err := parseTimeout(r.Timeout)
-		if err != nil {
-			return fail(CodeBadRequest, "%v", err)
-		}
-		if r.MaxAttempts < 0 {
-			return fail(CodeBadRequest, "max_attempts must not be negative")
-		}
-		cmd.job = jobqueue.JobRequest{
-			Type:        r.TaskType,
-			Payload:     r.Data,
-			Priority:    p,
-			MaxAttempts: r.MaxAttempts,
-			Timeout:     d,
-			UniqueKey:   r.UniqueKey,
-			Metadata:    r.Metadata,
-		}
-		if string(cmd.job.Payload) == "null" {
-			cmd.job.Payload = nil
-		}
-		if r.RunAt != nil {
-			cmd.job.RunAt = *r.RunAt
-		}
-	case cmdStatus, cmdCancel:
-		if r.JobID == "" {
-			return fail(CodeBadRequest, "%s needs a job_id", r.Command)
-		}
-		cmd.jobID = r.JobID
-	case cmdSubscribe, cmdUnsubscribe:
-		cmd.jobID = r.JobID // empty: every job
-	case cmdList:
-		if r.State != "" {
-			if err := cmd.list.State.UnmarshalText([]byte(r.State)); err != nil {
-				return fail(CodeBadRequest, "unknown state %q", r.State)
-			}
-		}
-		if r.Limit < 0 || r.Limit > 1000 {
-			return fail(CodeBadRequest, "limit must be from 0 to 1000")
-		}
-		cmd.list.Type = r.TaskType
-		cmd.list.Limit = r.Limit
-	case cmdStats:
-		cmd.watch = r.Watch
-	case cmdPing:
-	case "":
-		return fail(CodeUnknownCommand, "missing command")
-	default:
+	cmd.spec = commands[r.Command]
+	if cmd.spec == nil {
 		return fail(CodeUnknownCommand, "unknown command %q", r.Command)
+	}
+	if d := cmd.spec.decode; d != nil {
+		var err error
+		if cmd, err = d(&r, cmd); err != nil {
+			return fail(CodeBadRequest, "%v", err)
+		}
 	}
 	return cmd, nil
 }
@@ -283,6 +245,33 @@ func encodeAck(id json.RawMessage, command, jobID string) []byte {
 
 // Server messages. Each has "type" first.
 
+type welcomeMsg struct {
+	Type      string    `json:"type"`
+	Principal string    `json:"principal"`
+	Operator  bool      `json:"operator,omitempty"`
+	Resume    string    `json:"resume,omitempty"`
+	Quota     quotaWire `json:"quota"`
+}
+
+// quotaWire is a resolved Quota as a client sees it: absent (zero) means
+// no limit; max_delay is in seconds.
+type quotaWire struct {
+	MaxActive      int     `json:"max_active,omitempty"`
+	MaxDelayed     int     `json:"max_delayed,omitempty"`
+	MaxDelay       float64 `json:"max_delay,omitempty"`
+	MaxBytes       int64   `json:"max_bytes,omitempty"`
+	MaxInFlight    int     `json:"max_in_flight,omitempty"`
+	MaxQueuedBytes int64   `json:"max_queued_bytes,omitempty"`
+	MaxWatches     int     `json:"max_watches,omitempty"`
+}
+
+func wireQuota(q Quota) quotaWire {
+	return quotaWire{
+		MaxActive: q.MaxActive, MaxDelayed: q.MaxDelayed, MaxDelay: q.MaxDelay.Seconds(), MaxBytes: q.MaxBytes,
+		MaxInFlight: q.MaxInFlight, MaxQueuedBytes: q.MaxQueuedBytes, MaxWatches: q.MaxWatches,
+	}
+}
+
 type ackMsg struct {
 	Type    string          `json:"type"`
 	ID      json.RawMessage `json:"id,omitempty"`
@@ -303,12 +292,6 @@ type statusMsg struct {
 	Type string            `json:"type"`
 	ID   json.RawMessage   `json:"id,omitempty"`
 	Job  *jobqueue.JobInfo `json:"job"`
-}
-
-type jobsMsg struct {
-	Type string             `json:"type"`
-	ID   json.RawMessage    `json:"id,omitempty"`
-	Jobs []jobqueue.JobInfo `json:"jobs"`
 }
 
 type pongMsg struct {
@@ -336,82 +319,17 @@ func encode(v any) []byte {
 	return b
 }
 
-// eventMsg is a job event as sent to clients: its "type" is the event
-// kind (queued, started, progress, retrying, succeeded, failed, canceled)
-// and "task_type" the job's type.
-type eventMsg struct {
-	Type      jobqueue.EventKind `json:"type"`
-	JobID     string             `json:"job_id"`
-	TaskType  string             `json:"task_type"`
-	Priority  jobqueue.Priority  `json:"priority"`
-	State     jobqueue.State     `json:"state"`
-	Attempt   int                `json:"attempt,omitempty"`
-	Progress  float64            `json:"progress,omitempty"`
-	Message   string             `json:"message,omitempty"`
-	Error     string             `json:"error,omitempty"`
-	Result    json.RawMessage    `json:"result,omitempty"`
-	NextRunAt time.Time          `json:"next_run_at,omitzero"`
-	Time      time.Time          `json:"time"`
-}
-
-// encodeEvent encodes ev as an event message. Events are most of the
-// traffic, so the common case is appended by hand (measured: about a third
-// of the cost of json.Marshal); strings that need escaping and results that
-// are not valid JSON take the encoding/json path.
+// encodeEvent encodes ev as an event message with jobqueue.Event's own
+// encoding (Event.AppendJSON: "type" is the event kind, "task_type" the
+// job's type), which appends the common case by hand. An event that does
+// not encode (a result that is not JSON) becomes an `error` message with
+// CodeInternal.
 func encodeEvent(ev *jobqueue.Event) []byte {
-	b := make([]byte, 0, 192+len(ev.Result)+len(ev.Message)+len(ev.Error))
-	kind, err1 := ev.Kind.MarshalText()
-	state, err2 := ev.State.MarshalText()
-	if err1 != nil || err2 != nil || !plainString(ev.JobID) || !plainString(ev.Type) ||
-		!plainString(ev.Message) || !plainString(ev.Error) || math.IsNaN(ev.Progress) || math.IsInf(ev.Progress, 0) ||
-		(len(ev.Result) > 0 && !json.Valid(ev.Result)) {
-		return encode(eventMsg{
-			Type: ev.Kind, JobID: ev.JobID, TaskType: ev.Type, Priority: ev.Priority, State: ev.State,
-			Attempt: ev.Attempt, Progress: ev.Progress, Message: ev.Message, Error: ev.Error,
-			Result: ev.Result, NextRunAt: ev.NextRunAt, Time: ev.Time,
-		})
+	b, err := ev.AppendJSON(make([]byte, 0, 192+len(ev.Owner)+len(ev.Result)+len(ev.Message)+len(ev.Error)))
+	if err != nil {
+		return encode(errorMsg{Type: msgError, JobID: ev.JobID, Code: CodeInternal, Message: err.Error()})
 	}
-	b = append(b, `{"type":"`...)
-	b = append(b, kind...)
-	b = append(b, `","job_id":"`...)
-	b = append(b, ev.JobID...)
-	b = append(b, `","task_type":"`...)
-	b = append(b, ev.Type...)
-	b = append(b, `","priority":`...)
-	b = strconv.AppendInt(b, int64(ev.Priority), 10)
-	b = append(b, `,"state":"`...)
-	b = append(b, state...)
-	b = append(b, '"')
-	if ev.Attempt != 0 {
-		b = append(b, `,"attempt":`...)
-		b = strconv.AppendInt(b, int64(ev.Attempt), 10)
-	}
-	if ev.Progress != 0 {
-		b = append(b, `,"progress":`...)
-		b = strconv.AppendFloat(b, ev.Progress, 'f', -1, 64)
-	}
-	if ev.Message != "" {
-		b = append(b, `,"message":"`...)
-		b = append(b, ev.Message...)
-		b = append(b, '"')
-	}
-	if ev.Error != "" {
-		b = append(b, `,"error":"`...)
-		b = append(b, ev.Error...)
-		b = append(b, '"')
-	}
-	if len(ev.Result) > 0 {
-		b = append(b, `,"result":`...)
-		b = append(b, ev.Result...)
-	}
-	if !ev.NextRunAt.IsZero() {
-		b = append(b, `,"next_run_at":"`...)
-		b = ev.NextRunAt.AppendFormat(b, time.RFC3339Nano)
-		b = append(b, '"')
-	}
-	b = append(b, `,"time":"`...)
-	b = ev.Time.AppendFormat(b, time.RFC3339Nano)
-	return append(b, `"}`...)
+	return b
 }
 
 // plainString reports whether s needs no escaping in JSON: printable ASCII
@@ -433,6 +351,7 @@ func finalEvent(info *jobqueue.JobInfo) jobqueue.Event {
 	ev := jobqueue.Event{
 		JobID:    info.ID,
 		Type:     info.Type,
+		Owner:    info.Owner,
 		Priority: info.Priority,
 		State:    info.State,
 		Attempt:  info.Attempts,

@@ -3,6 +3,7 @@ package wsbridge
 import (
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -10,10 +11,12 @@ import (
 )
 
 // router receives every event of the queue through one subscription and
-// hands each to the connections watching its job, or watching all jobs. An
-// event is encoded once, whatever the number of its watchers, and queued to
-// them without blocking: a watcher whose send queue is full is closed as a
-// slow consumer, the others are not delayed.
+// hands each to the connections watching its job, or watching all the jobs
+// their principal may see (an operator's: all; anyone else's: their
+// own). An event is encoded once, whatever the number of its watchers, and
+// queued to them without blocking: a watcher whose send queue is full is
+// closed as a slow consumer, the others are not delayed. It also ends the
+// tally of anonymous jobs (groups.finished) at their final event.
 //
 // Final events are routed under the write lock and end the watches of
 // their job, so that a connection gets exactly one final event per watched
@@ -22,9 +25,10 @@ import (
 type router struct {
 	s *Server
 
-	mu   sync.RWMutex
-	jobs map[string][]*conn // watchers of one job
-	all  map[*conn]struct{} // watchers of every job
+	mu      sync.RWMutex
+	jobs    map[string][]*conn            // watchers of one job
+	ops     map[*conn]struct{}            // operators watching every job
+	byOwner map[string]map[*conn]struct{} // others watching all their jobs, by principal
 
 	subMu    sync.Mutex
 	sub      *jobqueue.Subscription
@@ -35,7 +39,8 @@ type router struct {
 func (r *router) init(s *Server) {
 	r.s = s
 	r.jobs = make(map[string][]*conn)
-	r.all = make(map[*conn]struct{})
+	r.ops = make(map[*conn]struct{})
+	r.byOwner = make(map[string]map[*conn]struct{})
 	r.sub = s.q.Subscribe(jobqueue.EventFilter{Buffer: s.cfg.EventBuffer})
 }
 
@@ -92,6 +97,14 @@ func (r *router) run() {
 // dispatch queues ev to its watchers.
 func (r *router) dispatch(ev *jobqueue.Event) {
 	final := ev.Kind.Final()
+	if strings.HasPrefix(ev.Owner, AnonymousPrefix) {
+		switch {
+		case final:
+			r.s.groups.finished(ev.JobID)
+		case ev.Kind == jobqueue.EventStarted:
+			r.s.groups.started(ev.JobID)
+		}
+	}
 	if final {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -101,8 +114,13 @@ func (r *router) dispatch(ev *jobqueue.Event) {
 	}
 	watchers := r.jobs[ev.JobID]
 	var msg []byte // encoded once, when a live watcher needs it
-	for c := range r.all {
+	for c := range r.ops {
 		msg = r.sendEvent(c, ev, msg)
+	}
+	if len(r.byOwner) > 0 {
+		for c := range r.byOwner[ev.Owner] {
+			msg = r.sendEvent(c, ev, msg)
+		}
 	}
 	for _, c := range watchers {
 		if !c.watchAll {
@@ -112,6 +130,7 @@ func (r *router) dispatch(ev *jobqueue.Event) {
 	if final && len(watchers) > 0 {
 		for _, c := range watchers {
 			delete(c.watching, ev.JobID)
+			c.g.releaseWatch()
 		}
 		delete(r.jobs, ev.JobID)
 	}
@@ -131,15 +150,13 @@ func (r *router) sendEvent(c *conn, ev *jobqueue.Event, msg []byte) []byte {
 	return msg
 }
 
-// watch makes c watch job id. It returns false if c watches
-// Config.MaxWatches jobs already.
+// watch makes c watch job id, with a watch of c's group that the caller
+// reserved. It returns false if c watches the job already: the caller then
+// returns the reservation.
 func (r *router) watch(c *conn, id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := c.watching[id]; ok {
-		return true
-	}
-	if len(c.watching) >= r.s.cfg.MaxWatches {
 		return false
 	}
 	if c.watching == nil {
@@ -148,13 +165,6 @@ func (r *router) watch(c *conn, id string) bool {
 	c.watching[id] = struct{}{}
 	r.jobs[id] = append(r.jobs[id], c)
 	return true
-}
-
-// canWatch reports whether c may watch one more job.
-func (r *router) canWatch(c *conn) bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(c.watching) < r.s.cfg.MaxWatches
 }
 
 // unwatch ends c's watch of job id.
@@ -169,6 +179,7 @@ func (r *router) unwatchLocked(c *conn, id string) {
 		return
 	}
 	delete(c.watching, id)
+	c.g.releaseWatch()
 	ws := r.jobs[id]
 	for i, x := range ws {
 		if x == c {
@@ -192,15 +203,35 @@ func (r *router) forget(c *conn, id string) bool {
 	return ok
 }
 
-// setAll turns c's watch of every job on or off.
+// setAll turns c's watch of every job it may see on or off.
 func (r *router) setAll(c *conn, on bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.setAllLocked(c, on)
+}
+
+func (r *router) setAllLocked(c *conn, on bool) {
 	c.watchAll = on
+	if c.p.Operator {
+		if on {
+			r.ops[c] = struct{}{}
+		} else {
+			delete(r.ops, c)
+		}
+		return
+	}
+	mine := r.byOwner[c.p.Name]
 	if on {
-		r.all[c] = struct{}{}
-	} else {
-		delete(r.all, c)
+		if mine == nil {
+			mine = make(map[*conn]struct{})
+			r.byOwner[c.p.Name] = mine
+		}
+		mine[c] = struct{}{}
+	} else if mine != nil {
+		delete(mine, c)
+		if len(mine) == 0 {
+			delete(r.byOwner, c.p.Name)
+		}
 	}
 }
 
@@ -228,22 +259,32 @@ func (r *router) dropConn(c *conn) {
 	for id := range c.watching {
 		r.unwatchLocked(c, id)
 	}
-	delete(r.all, c)
-	c.watchAll = false
+	r.setAllLocked(c, false)
 }
 
-// resync is run after a new subscription replaced one that broke.
+// resync is run after a new subscription replaced one that broke: final
+// events may have been lost.
 func (r *router) resync() {
 	r.mu.RLock()
 	ids := make([]string, 0, len(r.jobs))
 	for id := range r.jobs {
 		ids = append(ids, id)
 	}
-	all := make([]*conn, 0, len(r.all))
-	for c := range r.all {
+	all := make([]*conn, 0, len(r.ops))
+	for c := range r.ops {
 		all = append(all, c)
 	}
+	for _, cs := range r.byOwner {
+		for c := range cs {
+			all = append(all, c)
+		}
+	}
 	r.mu.RUnlock()
+	for _, id := range r.s.groups.talliedIDs() {
+		if info, err := r.s.q.Get(r.s.ctx, id); errors.Is(err, jobqueue.ErrNotFound) || (err == nil && info.State.Final()) {
+			r.s.groups.finished(id)
+		}
+	}
 	lost := encode(errorMsg{Type: msgError, Code: CodeEventsLost,
 		Message: "the server fell behind the queue and lost events; list_jobs to resynchronize"})
 	for _, c := range all {

@@ -3,6 +3,7 @@ package wsbridge
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,9 +45,11 @@ type Server struct {
 	begin    sync.Once
 	stopOnce sync.Once
 
-	router   router
-	system   atomic.Pointer[[]byte] // latest encoded SystemStats value
-	nextConn atomic.Uint64          // the last connection number given
+	router    router
+	groups    groups
+	resumeKey []byte
+	system    atomic.Pointer[[]byte] // latest encoded SystemStats value
+	nextConn  atomic.Uint64          // the last connection number given
 
 	st counters
 }
@@ -63,6 +66,8 @@ type counters struct {
 	protocolErrors atomic.Uint64
 	timeouts       atomic.Uint64
 	eventsLost     atomic.Uint64
+	quota          atomic.Uint64
+	paused         atomic.Uint64
 }
 
 // Stats is a point-in-time view of a Server's counters, for package monitor
@@ -70,7 +75,7 @@ type counters struct {
 type Stats struct {
 	Connections    int64  `json:"connections"`     // open now
 	Accepted       uint64 `json:"accepted"`        // upgrades completed
-	Rejected       uint64 `json:"rejected"`        // upgrades refused: origin, auth, bad handshake, shutdown
+	Rejected       uint64 `json:"rejected"`        // upgrades refused: host, origin, auth, bad handshake, shutdown
 	MessagesIn     uint64 `json:"messages_in"`     // data messages received
 	MessagesOut    uint64 `json:"messages_out"`    // messages queued to clients
 	SlowConsumers  uint64 `json:"slow_consumers"`  // connections closed with 4008
@@ -79,6 +84,8 @@ type Stats struct {
 	Timeouts       uint64 `json:"timeouts"`        // connections dropped for a missing pong or a write timeout
 	EventsDropped  uint64 `json:"events_dropped"`  // non-final queue events dropped while the router was behind
 	EventsLost     uint64 `json:"events_lost"`     // times the router's subscription broke and was renewed
+	QuotaRefused   uint64 `json:"quota_refused"`   // commands refused with CodeQuota
+	Paused         uint64 `json:"paused"`          // times a connection stopped reading: its principal's replies to drain, or past its quota refusals
 }
 
 // New returns a Server for q configured by cfg (see Config for its zero
@@ -97,7 +104,13 @@ func New(q *jobqueue.Queue, cfg Config) *Server {
 		idle:     make(chan struct{}),
 		upgrader: ws.HTTPUpgrader{Timeout: cfg.HandshakeTimeout},
 	}
+	s.resumeKey = cfg.ResumeKey
+	if len(s.resumeKey) == 0 {
+		s.resumeKey = make([]byte, 32)
+		_, _ = rand.Read(s.resumeKey) // never fails
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.groups.init()
 	s.router.init(s)
 	s.bg.Add(2)
 	go s.router.run()
@@ -118,6 +131,8 @@ func (s *Server) Stats() Stats {
 		ProtocolErrors: s.st.protocolErrors.Load(),
 		Timeouts:       s.st.timeouts.Load(),
 		EventsLost:     s.st.eventsLost.Load(),
+		QuotaRefused:   s.st.quota.Load(),
+		Paused:         s.st.paused.Load(),
 	}
 	st.EventsDropped = s.router.dropped()
 	return st
@@ -129,11 +144,13 @@ func (s *Server) reportError(err error) {
 	}
 }
 
-// ServeHTTP upgrades a WebSocket request after checking its Origin
-// (Config.AllowedOrigins) and Config.Authorize, both refused with 403, and
-// serves the connection on a goroutine of its own; it returns once the
-// upgrade is done. Requests that are not upgrades go to Config.Fallback
-// (426 without one); after Shutdown, upgrades get 503.
+// ServeHTTP upgrades a WebSocket request after checking its Host
+// (Config.Hosts) and Origin (Config.AllowedOrigins), both refused with 403,
+// and Config.Authenticate (401 or 403), and serves the connection on a
+// goroutine of its own; it returns once the upgrade is done. The first
+// message on the connection is a `welcome` with its principal. Requests
+// that are not upgrades go to Config.Fallback (426 without one); after
+// Shutdown, upgrades get 503.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !isUpgrade(r) {
 		if s.cfg.Fallback != nil {
@@ -145,27 +162,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.isClosed() {
-		s.st.rejected.Add(1)
-		s.logRefused(r, http.StatusServiceUnavailable, ErrClosed)
-		http.Error(w, ErrClosed.Error(), http.StatusServiceUnavailable)
+		s.refuse(w, r, http.StatusServiceUnavailable, ErrClosed)
 		return
 	}
-	if !originAllowed(s.cfg.AllowedOrigins, r) {
-		s.st.rejected.Add(1)
-		err := fmt.Errorf("%w: %q", ErrOrigin, r.Header.Get("Origin"))
-		s.reportError(err)
-		s.logRefused(r, http.StatusForbidden, err)
-		http.Error(w, ErrOrigin.Error(), http.StatusForbidden)
+	if err := s.checkHost(r); err != nil {
+		s.refuse(w, r, http.StatusForbidden, err)
 		return
 	}
-	if auth := s.cfg.Authorize; auth != nil {
-		if err := auth(r); err != nil {
-			s.st.rejected.Add(1)
-			s.reportError(err)
-			s.logRefused(r, http.StatusForbidden, err)
-			http.Error(w, err.Error(), http.StatusForbidden)
-			return
+	if err := s.checkOrigin(r); err != nil {
+		s.refuse(w, r, http.StatusForbidden, err)
+		return
+	}
+	p, status, err := s.principal(r)
+	if err != nil {
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wsbridge"`)
 		}
+		s.refuse(w, r, status, err)
+		return
 	}
 	nc, rw, _, err := s.upgrader.Upgrade(r, w)
 	if err != nil {
@@ -186,11 +200,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		br = bufio.NewReaderSize(nc, s.cfg.ReadBufferSize)
 	}
-	c := newConn(s, nc, br)
+	g := s.joinGroup(p, r.RemoteAddr)
+	c := newConn(s, nc, br, p, g)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.st.rejected.Add(1)
+		s.groups.leave(g)
 		nc.Close()
 		return
 	}
@@ -202,7 +218,38 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.logs(slog.LevelInfo) {
 		s.log(slog.LevelInfo, "wsbridge: connection opened", c.connAttrs()...)
 	}
+	c.send(s.welcome(c))
 	go c.serve()
+}
+
+// refuse answers an upgrade request with status and err's text.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, err error) {
+	s.st.rejected.Add(1)
+	if status != http.StatusServiceUnavailable {
+		s.reportError(err)
+	}
+	s.logRefused(r, status, err)
+	http.Error(w, err.Error(), status)
+}
+
+// joinGroup returns the group whose quota the connection of p from
+// remote counts against: p's own, or for an anonymous p its address's.
+func (s *Server) joinGroup(p Principal, remote string) *group {
+	if p.anonymous() {
+		key := addressKey(remote)
+		return s.groups.join(key, func() *group { return newGroup(key, s.cfg.Quota, true) })
+	}
+	key := "principal:" + p.Name
+	return s.groups.join(key, func() *group { return newGroup(key, s.cfg.quotaFor(p), false) })
+}
+
+// welcome encodes the `welcome` message of c.
+func (s *Server) welcome(c *conn) []byte {
+	m := welcomeMsg{Type: msgWelcome, Principal: c.p.Name, Operator: c.p.Operator, Quota: wireQuota(c.g.quota)}
+	if c.p.anonymous() {
+		m.Resume = s.resumeCredential(c.p.Name)
+	}
+	return encode(m)
 }
 
 // logRefused logs an upgrade refused with HTTP status.
@@ -237,6 +284,7 @@ func (s *Server) removeConn(c *conn) {
 		closeOnce(s.idle)
 	}
 	s.mu.Unlock()
+	s.groups.leave(c.g)
 	s.st.conns.Add(-1)
 }
 

@@ -151,10 +151,12 @@ func TestStatusCancelList(t *testing.T) {
 		t.Fatalf("jobs = %v", m)
 	}
 	r.send(map[string]any{"command": "cancel_job", "job_id": id})
-	if m := r.until("ack"); m["command"] != "cancel_job" || m["job_id"] != id {
+	// The canceled event may come before the ack or after it.
+	got := r.untilAll("ack", "canceled")
+	if m := got["ack"]; m["command"] != "cancel_job" || m["job_id"] != id {
 		t.Fatalf("cancel ack = %v", m)
 	}
-	if m := r.until("canceled"); m["job_id"] != id {
+	if m := got["canceled"]; m["job_id"] != id {
 		t.Fatalf("canceled = %v", m)
 	}
 	r.send(map[string]any{"command": "cancel_job", "job_id": id})
@@ -174,23 +176,28 @@ func TestSubscribeAllAndUnsubscribe(t *testing.T) {
 	if m := watcher.until("ack"); m["id"] != "all" {
 		t.Fatalf("ack = %v", m)
 	}
-	id, err := e.q.Submit(context.Background(), jobqueue.JobRequest{Type: "noop"})
+	id, err := e.q.Submit(context.Background(), watcher.job("noop", ""))
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Another principal's job is not shown.
+	if _, err := e.q.Submit(context.Background(), jobqueue.JobRequest{Type: "noop", Owner: "someone-else"}); err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
 	for !seen["succeeded"] {
 		m := watcher.msg()
-		if m["job_id"] == id {
-			seen[m["type"].(string)] = true
+		if m["job_id"] != id {
+			t.Fatalf("event of another principal's job: %v", m)
 		}
+		seen[m["type"].(string)] = true
 	}
 	if !seen["queued"] || !seen["started"] {
 		t.Errorf("a client watching every job saw %v", seen)
 	}
 	watcher.sendText(`{"command":"unsubscribe"}`)
 	watcher.until("ack")
-	if _, err := e.q.Submit(context.Background(), jobqueue.JobRequest{Type: "noop"}); err != nil {
+	if _, err := e.q.Submit(context.Background(), watcher.job("noop", "")); err != nil {
 		t.Fatal(err)
 	}
 	watcher.sendText(`{"command":"ping"}`)
@@ -217,7 +224,14 @@ func TestSubscribeAfterTheEnd(t *testing.T) {
 	if _, err := e.q.Wait(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	second := dialRaw(t, e.url, nil)
+	// Another principal does not find it.
+	other := dialRaw(t, e.url, nil)
+	other.send(map[string]any{"command": "subscribe", "job_id": id, "id": "re"})
+	if m := other.until("error"); m["code"] != CodeNotFound {
+		t.Fatalf("another principal's subscribe = %v", m)
+	}
+	// The same principal, resumed with the credential of its welcome, does.
+	second := dialRaw(t, e.url+"/?resume="+first.welcome["resume"].(string), nil)
 	second.send(map[string]any{"command": "subscribe", "job_id": id, "id": "re"})
 	if m := second.until("ack"); m["id"] != "re" || m["job_id"] != id {
 		t.Fatalf("ack = %v", m)
@@ -276,18 +290,27 @@ func TestStatsMessages(t *testing.T) {
 }
 
 func TestMaxWatches(t *testing.T) {
-	e := newEnv(t, Config{MaxWatches: 2}, jobqueue.Config{Workers: 1})
+	e := newEnv(t, Config{Quota: Quota{MaxWatches: 2}}, jobqueue.Config{Workers: 1})
 	r := dialRaw(t, e.url, nil)
 	for range 2 {
 		r.sendText(`{"command":"submit_job","task_type":"block"}`)
 		r.until("ack")
 	}
 	r.sendText(`{"command":"submit_job","task_type":"block","id":3}`)
-	if m := r.until("error"); m["code"] != CodeTooManyWatches || m["id"] != 3.0 {
+	if m := r.until("error"); m["code"] != CodeQuota || m["id"] != 3.0 {
 		t.Fatalf("third submit = %v", m)
 	}
 	if n := e.q.Stats().Submitted; n != 2 {
 		t.Fatalf("%d jobs submitted, want 2", n)
+	}
+	// The watches are the principal's, across its connections.
+	r2 := dialRaw(t, e.url, http.Header{resumeHeader: {r.welcome["resume"].(string)}})
+	if r2.principal != r.principal {
+		t.Fatalf("resumed as %q, want %q", r2.principal, r.principal)
+	}
+	r2.sendText(`{"command":"submit_job","task_type":"block","id":4}`)
+	if m := r2.until("error"); m["code"] != CodeQuota || m["id"] != 4.0 {
+		t.Fatalf("submit on a second connection = %v", m)
 	}
 	// Shutdown of the queue cancels the blocked jobs.
 }
@@ -375,7 +398,7 @@ func TestControlFramesBetweenFragments(t *testing.T) {
 func TestOriginAndAuth(t *testing.T) {
 	e := newEnv(t, Config{
 		AllowedOrigins: []string{"https://app.example", "*.corework.test"},
-		Authorize:      TokenAuth("s3cret"),
+		Authenticate:   TokenAuth(map[string]Principal{"s3cret": {Name: "alice"}}),
 	}, jobqueue.Config{})
 	dial := func(h http.Header, query string) (int, error) {
 		d := ws.Dialer{Timeout: 5 * time.Second, Header: ws.HandshakeHeaderHTTP(h)}
@@ -402,8 +425,8 @@ func TestOriginAndAuth(t *testing.T) {
 	}{
 		{"token in header, no origin", bearer, "", 101},
 		{"token in query", http.Header{}, "/?token=s3cret", 101},
-		{"no token", http.Header{}, "", 403},
-		{"wrong token", http.Header{"Authorization": {"Bearer nope"}}, "", 403},
+		{"no token", http.Header{}, "", 401},
+		{"wrong token", http.Header{"Authorization": {"Bearer nope"}}, "", 401},
 		{"allowed full origin", withOrigin(bearer, "https://app.example"), "", 101},
 		{"allowed pattern", withOrigin(bearer, "http://eu.corework.test"), "", 101},
 		{"scheme matters for full origins", withOrigin(bearer, "http://app.example"), "", 403},
@@ -469,11 +492,10 @@ func TestPingTimeout(t *testing.T) {
 		OnError:      func(err error) { errs.Store(err.Error(), true) },
 	}, jobqueue.Config{})
 
-	// A client that answers pings stays connected.
-	alive := dialRaw(t, e.url, nil)
 	// A client that never reads never answers.
 	dialRaw(t, e.url, nil)
-	waitFor(t, "both connections", func() bool { return e.s.Stats().Connections == 2 })
+	// A client that answers pings stays connected.
+	alive := dialRaw(t, e.url, nil)
 	if pings := alive.answerPings(300 * time.Millisecond); pings < 3 {
 		t.Fatalf("%d pings in 300 ms at a 30 ms interval", pings)
 	}
@@ -499,8 +521,8 @@ func TestPingTimeout(t *testing.T) {
 func TestSlowConsumer(t *testing.T) {
 	var slowErr atomic.Value
 	e := newEnv(t, Config{
-		SendQueue:    64,
-		WriteTimeout: 5 * time.Second,
+		SendQueueBytes: 64 << 10,
+		WriteTimeout:   5 * time.Second,
 		OnError: func(err error) {
 			if errors.Is(err, ErrSlowConsumer) {
 				slowErr.Store(err)
@@ -520,7 +542,7 @@ func TestSlowConsumer(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			if _, err := e.q.Submit(ctx, jobqueue.JobRequest{Type: "big", Payload: json.RawMessage(`{"Size":32768}`)}); err != nil {
+			if _, err := e.q.Submit(ctx, slow.job("big", `{"Size":32768}`)); err != nil {
 				time.Sleep(time.Millisecond)
 			}
 		}
@@ -560,7 +582,7 @@ func TestSlowConsumer(t *testing.T) {
 // TestSlowConsumerNeverReads: a client that never reads again is
 // disconnected: its close frame cannot be written, and the write times out.
 func TestSlowConsumerNeverReads(t *testing.T) {
-	e := newEnv(t, Config{SendQueue: 16, WriteTimeout: 200 * time.Millisecond}, jobqueue.Config{Capacity: 256})
+	e := newEnv(t, Config{SendQueueBytes: 16 << 10, WriteTimeout: 200 * time.Millisecond}, jobqueue.Config{Capacity: 256})
 	slow := dialRaw(t, e.url, nil)
 	slow.sendText(`{"command":"subscribe"}`)
 	slow.until("ack")
@@ -571,7 +593,7 @@ func TestSlowConsumerNeverReads(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			if _, err := e.q.Submit(ctx, jobqueue.JobRequest{Type: "big", Payload: json.RawMessage(`{"Size":32768}`)}); err != nil {
+			if _, err := e.q.Submit(ctx, slow.job("big", `{"Size":32768}`)); err != nil {
 				time.Sleep(time.Millisecond)
 			}
 		}
@@ -687,7 +709,7 @@ func TestNewPanicsOnNilQueue(t *testing.T) {
 // TestPingFloodWithoutReading: pongs count against the send queue, so a
 // client that pings without reading is closed like any slow consumer.
 func TestPingFloodWithoutReading(t *testing.T) {
-	e := newEnv(t, Config{SendQueue: 8, WriteTimeout: 200 * time.Millisecond}, jobqueue.Config{})
+	e := newEnv(t, Config{SendQueueBytes: 8 * (125 + frameOverhead), WriteTimeout: 200 * time.Millisecond}, jobqueue.Config{})
 	r := dialRaw(t, e.url, nil)
 	ping := frameBytes(ws.OpPing, true, make([]byte, 125), true)
 	for end := time.Now().Add(10 * time.Second); e.s.Stats().SlowConsumers == 0; {
@@ -708,7 +730,8 @@ func TestPingFloodWithoutReading(t *testing.T) {
 // TestWriteTimeout: with a queue too large to overflow, a client that stops
 // reading is dropped when a write to it times out.
 func TestWriteTimeout(t *testing.T) {
-	e := newEnv(t, Config{SendQueue: 1 << 20, WriteTimeout: 100 * time.Millisecond}, jobqueue.Config{Capacity: 256})
+	e := newEnv(t, Config{SendQueueBytes: 1 << 30, Quota: Quota{MaxQueuedBytes: -1}, WriteTimeout: 100 * time.Millisecond},
+		jobqueue.Config{Capacity: 256})
 	r := dialRaw(t, e.url, nil)
 	if err := r.nc.(interface{ SetReadBuffer(int) error }).SetReadBuffer(4096); err != nil {
 		t.Fatal(err)
@@ -722,7 +745,7 @@ func TestWriteTimeout(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			if _, err := e.q.Submit(ctx, jobqueue.JobRequest{Type: "big", Payload: json.RawMessage(`{"Size":32768}`)}); err != nil {
+			if _, err := e.q.Submit(ctx, r.job("big", `{"Size":32768}`)); err != nil {
 				time.Sleep(time.Millisecond)
 			}
 		}

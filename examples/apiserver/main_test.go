@@ -491,10 +491,16 @@ func TestListAndStats(t *testing.T) {
 }
 
 func TestWebSocket(t *testing.T) {
-	e := newEnv(t, jobqueue.Config{Workers: 1}, serverConfig{}, true)
+	// The WebSocket client is an operator: a job submitted over REST has no
+	// owner, and only an operator sees the jobs of others.
+	ws := wsbridge.Config{Authenticate: wsbridge.OptionalTokenAuth(map[string]wsbridge.Principal{
+		"op-token": {Name: "op", Operator: true},
+	})}
+	e := newEnv(t, jobqueue.Config{Workers: 1}, serverConfig{WS: ws}, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := wsbridge.Dial(ctx, "ws"+strings.TrimPrefix(e.hs.URL, "http")+"/ws", wsbridge.WithReconnect(0, 0))
+	c, err := wsbridge.Dial(ctx, "ws"+strings.TrimPrefix(e.hs.URL, "http")+"/ws", wsbridge.WithReconnect(0, 0),
+		wsbridge.WithToken("op-token"))
 	if err != nil {
 		t.Fatal(err)
 	}
