@@ -126,8 +126,10 @@ func TestClientErrors(t *testing.T) {
 }
 
 func TestClientWaitsForJobsItDidNotSubmit(t *testing.T) {
-	e := newEnv(t, Config{}, jobqueue.Config{})
-	c := dialClient(t, e.url)
+	// An operator may wait for any job. (wsbridge server change: other
+	// principals find their own jobs only.)
+	e := newEnv(t, Config{Authenticate: TokenAuth(map[string]Principal{"op": {Name: "op", Operator: true}})}, jobqueue.Config{})
+	c := dialClient(t, e.url, WithToken("op"))
 	ctx := testCtx(t)
 	done, err := e.q.Submit(ctx, jobqueue.JobRequest{Type: "noop"})
 	if err != nil {
@@ -149,8 +151,10 @@ func TestClientWaitsForJobsItDidNotSubmit(t *testing.T) {
 }
 
 func TestClientSubscribeAll(t *testing.T) {
-	e := newEnv(t, Config{}, jobqueue.Config{})
-	c := dialClient(t, e.url, WithEventBuffer(64))
+	// An operator sees every job. (wsbridge server change: other principals
+	// see their own jobs only.)
+	e := newEnv(t, Config{Authenticate: TokenAuth(map[string]Principal{"op": {Name: "op", Operator: true}})}, jobqueue.Config{})
+	c := dialClient(t, e.url, WithEventBuffer(64), WithToken("op"))
 	ctx := testCtx(t)
 	if err := c.Subscribe(ctx, ""); err != nil {
 		t.Fatal(err)
@@ -178,6 +182,8 @@ func TestClientSubscribeAll(t *testing.T) {
 // while the Client is away, and Wait still returns its result after the
 // Client reconnects and subscribes again.
 func TestClientReconnect(t *testing.T) {
+	// An anonymous Client comes back as the same principal: it presents
+	// the resume credential of its welcome message.
 	e := newEnv(t, Config{}, jobqueue.Config{})
 	p := newProxy(t, strings.TrimPrefix(e.hs.URL, "http://"))
 	c := dialClient(t, p.url(), WithReconnect(10*time.Millisecond, 50*time.Millisecond))
@@ -243,14 +249,17 @@ func TestClientServerGoesAway(t *testing.T) {
 }
 
 func TestClientToken(t *testing.T) {
-	e := newEnv(t, Config{Authorize: TokenAuth("t0k")}, jobqueue.Config{})
+	e := newEnv(t, Config{Authenticate: TokenAuth(map[string]Principal{"t0k": {Name: "user"}})}, jobqueue.Config{})
 	ctx := testCtx(t)
-	if _, err := Dial(ctx, e.url); err == nil || !strings.Contains(err.Error(), "403") {
+	if _, err := Dial(ctx, e.url); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("Dial without the token: %v", err)
 	}
 	c := dialClient(t, e.url, WithToken("t0k"))
 	if _, err := c.Ping(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if c.Principal() != "user" || c.ResumeCredential() != "" {
+		t.Fatalf("principal %q, resume credential %q", c.Principal(), c.ResumeCredential())
 	}
 	c2 := dialClient(t, e.url, WithHeader(http.Header{"Authorization": {"Bearer t0k"}}))
 	if _, err := c2.Ping(ctx); err != nil {
@@ -294,7 +303,7 @@ func TestClientClose(t *testing.T) {
 // from the snapshots the server sends after renewing, and a client watching
 // every job is told to resynchronize.
 func TestRouterFallsBehind(t *testing.T) {
-	e := newEnv(t, Config{EventBuffer: 1, SendQueue: 1 << 16}, jobqueue.Config{})
+	e := newEnv(t, Config{EventBuffer: 1, SendQueueBytes: 64 << 20}, jobqueue.Config{})
 	watcher := dialRaw(t, e.url, nil)
 	watcher.sendText(`{"command":"subscribe"}`)
 	watcher.until("ack")

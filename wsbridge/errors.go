@@ -15,9 +15,11 @@ var (
 	// Shutdown refuses upgrades with HTTP 503 and this text.
 	ErrClosed = errors.New("wsbridge: closed")
 	// ErrConnectionLost is returned by a Client call whose request was
-	// sent but whose reply was lost with the connection. A submit that fails
-	// with it may or may not have queued the job; give jobs a UniqueKey to
-	// resubmit safely.
+	// sent but whose reply was lost with the connection. With reconnecting
+	// on, a Client sends such a request again instead; calls fail with it
+	// only when reconnecting is off. Submit then also returns the job ID it
+	// sent, with which a resubmission is safe (the server returns the same
+	// job).
 	ErrConnectionLost = errors.New("wsbridge: connection lost")
 	// ErrOrigin refuses an upgrade whose Origin is not allowed (HTTP 403).
 	ErrOrigin = errors.New("wsbridge: origin not allowed")

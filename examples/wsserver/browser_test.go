@@ -37,12 +37,13 @@ func chromium(t *testing.T) string {
 // it, and sees its result message.
 func TestBrowser(t *testing.T) {
 	path := chromium(t)
+	const operatorToken = "browser-test-operator-token"
 	sctx, stop := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	var out syncBuffer
 	go func() {
-		done <- run(sctx, &out, config{addr: "127.0.0.1:0", workers: 2, ready: ready, statsTick: 50 * time.Millisecond})
+		done <- run(sctx, &out, config{addr: "127.0.0.1:0", workers: 2, ready: ready, statsTick: 50 * time.Millisecond, operator: operatorToken})
 	}()
 	defer func() {
 		stop()
@@ -145,5 +146,33 @@ func TestBrowser(t *testing.T) {
 	acks, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.logged.filter(a => a[1].type === 'ack').length`))
 	if err != nil || acks != 1 {
 		t.Fatalf("snippet logged %d acks (%v), want 1", acks, err)
+	}
+	snippetJob, err := chromedp.Run(ctx, chromedp.Evaluate[string](`window.logged.find(a => a[1].type === 'ack')[1].job_id`))
+	if err != nil || snippetJob == "" {
+		t.Fatalf("the snippet's job id: %q, %v", snippetJob, err)
+	}
+
+	// The snippet's socket is a principal of its own: the anonymous page
+	// never shows its job, even after reloading its list.
+	rowOf := fmt.Sprintf(`document.querySelector('#jobs tr[data-job-id="%s"]') !== null`, snippetJob)
+	if err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#conn.up")),
+		chromedp.WaitVisible(chromedp.CSS("#jobs td.state-succeeded"))); err != nil {
+		t.Fatalf("reloading the dashboard: %v", err)
+	}
+	shown, err := chromedp.Run(ctx, chromedp.Evaluate[bool](rowOf))
+	if err != nil || shown {
+		t.Fatalf("the anonymous dashboard shows another principal's job %s (%v)", snippetJob, err)
+	}
+
+	// The operator URL the server prints shows every job, the snippet's too.
+	if err := chromedp.Do(ctx, chromedp.Navigate(pageURL+"/?token="+operatorToken), chromedp.WaitVisible(chromedp.CSS("#conn.up"))); err != nil {
+		t.Fatalf("operator dashboard: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](rowOf, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("the operator dashboard does not show job %s: %v", snippetJob, err)
+	}
+	label, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#conn")))
+	if err != nil || !strings.Contains(label, "operator") {
+		t.Fatalf("connection label %q, %v", label, err)
 	}
 }

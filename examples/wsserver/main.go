@@ -48,6 +48,8 @@ type config struct {
 	quick     bool            // serve on a free port, run the session against it, exit
 	ready     chan<- net.Addr // if set, receives the listening address (tests)
 	statsTick time.Duration   // period of the dashboard's stats
+	hosts     []string        // further names the server answers to (wsbridge.Config.Hosts)
+	operator  string          // the operator's token; empty: a fresh one per run
 }
 
 // clientJob is one job of the terminal client session.
@@ -75,8 +77,9 @@ func main() {
 	addr := fs.String("addr", "127.0.0.1:8765", "address to listen on (server) or to connect to (client)")
 	workers := fs.Int("workers", 0, "queue workers (0: one per CPU)")
 	quick := fs.Bool("quick", false, "serve on a free port, run the client session against it with small jobs, and exit")
+	hosts := fs.String("hosts", "", "comma-separated host names the server answers to besides its address (e.g. jobs.example.com), for browsers that reach it by name")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: wsserver [-addr host:port] [-workers n] [-quick]\n       wsserver client [-addr host:port]\n")
+		fmt.Fprintf(fs.Output(), "usage: wsserver [-addr host:port] [-hosts names] [-workers n] [-quick]\n       wsserver client [-addr host:port]\n")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(args)
@@ -84,6 +87,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg := config{addr: *addr, workers: *workers, jobs: fullSession, statsTick: time.Second}
+	if *hosts != "" {
+		cfg.hosts = strings.Split(*hosts, ",")
+	}
 	var err error
 	switch {
 	case client:
@@ -141,7 +147,17 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	if err != nil {
 		return errors.Join(err, q.Shutdown(context.Background()))
 	}
+	// Anyone who can reach the port may submit jobs and sees only their
+	// own; the operator, holding the token printed below, sees and cancels
+	// every job (as Jupyter prints its URL with a token).
+	if cfg.operator == "" {
+		cfg.operator = wsbridge.NewToken()
+	}
 	bridge := wsbridge.New(q, wsbridge.Config{
+		Authenticate: wsbridge.OptionalTokenAuth(map[string]wsbridge.Principal{
+			cfg.operator: {Name: "operator", Operator: true},
+		}),
+		Hosts:         cfg.hosts,
 		Fallback:      wsbridge.Dashboard(),
 		StatsInterval: cfg.statsTick,
 		SystemStats:   monitor.DashboardStats(sampler),
@@ -163,6 +179,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	addr := ln.Addr().String()
 	fmt.Fprintf(out, "serving the dashboard on http://%s/ and WebSocket jobs on ws://%s/ (%d workers; Ctrl-C to stop)\n",
 		addr, addr, q.Stats().Workers)
+	fmt.Fprintf(out, "operator view (every job; keep this URL to yourself): http://%s/?token=%s\n", addr, cfg.operator)
 	if cfg.ready != nil {
 		cfg.ready <- ln.Addr()
 	}

@@ -53,10 +53,11 @@ func TestQuick(t *testing.T) {
 	text := out.String()
 	for _, re := range []string{
 		`(?m)^serving the dashboard on http://127\.0\.0\.1:\d+/`,
-		`(?m)^ack +\S{20}  fibonacci\(30\) +priority normal$`,
-		`(?m)^progress +\S{20}  fibonacci\(30\) +\d+% \d+ of 2692537 calls$`,
-		`(?m)^result +\S{20}  fibonacci\(30\) = \{"n":30,"result":832040,"elapsed_ms":\d+\}$`,
-		`(?m)^result +\S{20}  fibonacci\(18\) = \{"n":18,"result":2584,`,
+		`(?m)^operator view \(every job; keep this URL to yourself\): http://127\.0\.0\.1:\d+/\?token=[0-9A-Z]{26}$`,
+		`(?m)^ack +\S{36}  fibonacci\(30\) +priority normal$`,
+		`(?m)^progress +\S{36}  fibonacci\(30\) +\d+% \d+ of 2692537 calls$`,
+		`(?m)^result +\S{36}  fibonacci\(30\) = \{"n":30,"result":832040,"elapsed_ms":\d+\}$`,
+		`(?m)^result +\S{36}  fibonacci\(18\) = \{"n":18,"result":2584,`,
 		`(?m)^shutting down$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
