@@ -135,7 +135,9 @@ func (s *Server) resumedName(cred string) (string, bool) {
 	if !strings.HasPrefix(name, AnonymousPrefix) || len(name) == len(AnonymousPrefix) {
 		return "", false
 	}
-	mac, err := base64.RawURLEncoding.DecodeString(cred[i+1:])
+	// Strict: the MAC's last character has unused bits, and a lax decoder
+	// would accept several spellings of one credential.
+	mac, err := base64.RawURLEncoding.Strict().DecodeString(cred[i+1:])
 	if err != nil || len(mac) != macSize {
 		return "", false
 	}
