@@ -33,6 +33,10 @@ var (
 	ErrNotConnected = errors.New("jetstream: not connected to the server")
 )
 
+// doneEnvelope is the room the DONE stream gives, beyond MaxBytes, to the
+// envelope of a record: everything but its payload and result.
+const doneEnvelope = 512
+
 // How long final records stay in the state bucket (the dedicated DONE
 // stream keeps them for retention); cancels of jobs that were never leased
 // keep theirs longer, so a delivery already in flight sees the cancel.
@@ -44,8 +48,9 @@ const (
 // Backend is the jobqueue.Backend on NATS JetStream. Create it with
 // Embedded, Connect or Server.Backend and pass it as jobqueue.Config.Backend;
 // the Queue opens and closes it. It also implements jobqueue.Notifier
-// (cancels and events cross processes) and jobqueue.LeaseKeeper (leases
-// expire after AckWait unless extended).
+// (cancels and events cross processes), jobqueue.LeaseKeeper (leases
+// expire after AckWait unless extended) and jobqueue.UsageReporter (the
+// owners' usage counters, see the package comment).
 //
 // It runs four goroutines from Open to Close: the dispatcher that pulls
 // jobs for waiting workers, the signal sender, the event sender, and the
@@ -77,6 +82,7 @@ type Backend struct {
 
 	disp      dispatcher
 	fin       finisher
+	led       ledger
 	enqueuing sync.Map // job ID -> chan struct{} closed once OnQueued ran
 	remote    atomic.Uint32
 	ring      chan struct{}
@@ -87,9 +93,10 @@ type Backend struct {
 }
 
 var (
-	_ jobqueue.Backend     = (*Backend)(nil)
-	_ jobqueue.Notifier    = (*Backend)(nil)
-	_ jobqueue.LeaseKeeper = (*Backend)(nil)
+	_ jobqueue.Backend       = (*Backend)(nil)
+	_ jobqueue.Notifier      = (*Backend)(nil)
+	_ jobqueue.LeaseKeeper   = (*Backend)(nil)
+	_ jobqueue.UsageReporter = (*Backend)(nil)
 )
 
 func newBackend(nc *nats.Conn, o options, dial func() (*nats.Conn, error), watch *connWatch) (*Backend, error) {
@@ -102,6 +109,7 @@ func newBackend(nc *nats.Conn, o options, dial func() (*nats.Conn, error), watch
 		closing: make(chan struct{}), ring: make(chan struct{}, 1)}
 	b.ctx, b.stop = context.WithCancel(context.Background())
 	b.disp.init(b)
+	b.led.init(b)
 	b.evKick = make(chan struct{}, 1)
 	return b, nil
 }
@@ -134,9 +142,6 @@ func (b *Backend) Open(cfg jobqueue.BackendConfig) error {
 	}
 	if b.opened {
 		return fmt.Errorf("jetstream: backend opened twice")
-	}
-	if cfg.Capacity <= 0 {
-		cfg.Capacity = 65_536
 	}
 	if !validID(cfg.WorkerTag) {
 		return fmt.Errorf("jetstream: invalid worker tag %q", cfg.WorkerTag)
@@ -200,26 +205,40 @@ func (b *Backend) provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	maxJobs, maxAge := b.cfg.Retention.MaxJobs, b.cfg.Retention.MaxAge
-	if maxJobs == 0 {
-		maxJobs = 10_000
-	}
+	// The Queue passes the configuration complete (jobqueue applies the
+	// defaults); a zero bound, which only a direct Open can pass, is no
+	// bound.
+	maxJobs, maxAge := int64(b.cfg.Retention.MaxJobs), b.cfg.Retention.MaxAge
 	switch {
-	case maxAge == 0:
-		maxAge = time.Hour
 	case maxAge < 0:
-		maxAge = 0
-	case maxAge < 100*time.Millisecond:
+		maxAge = 0 // no age limit
+	case maxAge > 0 && maxAge < 100*time.Millisecond:
 		maxAge = 100 * time.Millisecond // JetStream's smallest MaxAge
 	}
-	st.keepDone = maxJobs > 0
+	st.keepDone = maxJobs >= 0
+	switch {
+	case maxJobs == 0:
+		maxJobs = -1 // no bound
+	case maxJobs < 0:
+		maxJobs = 1 // none kept: the stream is not used
+	}
+	// The finished jobs' records are bounded in bytes by MaxBytes, plus
+	// room for one record's envelope (its fields other than the payload
+	// and the result), so that the newest record is kept whenever its
+	// payload and result fit; JetStream drops the oldest records to stay
+	// under it.
+	doneBytes := int64(-1)
+	if b.cfg.MaxBytes > 0 {
+		doneBytes = b.cfg.MaxBytes + doneEnvelope
+	}
 	st.done, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              b.n.done,
 		Description:       "corework finished jobs kept for Get, List and Wait",
 		Subjects:          []string{b.n.prefix + ".done.*"},
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
-		MaxMsgs:           int64(max(maxJobs, 1)),
+		MaxMsgs:           maxJobs,
+		MaxBytes:          doneBytes,
 		MaxAge:            maxAge,
 		MaxMsgsPerSubject: 1,
 		Storage:           jetstream.FileStorage,
@@ -497,23 +516,30 @@ const (
 )
 
 func (b *Backend) emit(ev *jobqueue.Event) {
-	data := encodeEvent(ev)
 	b.evMu.Lock()
-	first := len(b.evBuf) == 0
+	n0 := len(b.evBuf)
+	first := n0 == 0
+	buf, err := appendEvent(b.evBuf, ev)
 	dropped := false
-	if len(b.evBuf)+len(data) < eventBufMax {
-		b.evBuf = append(append(b.evBuf, data...), '\n')
-	} else {
-		dropped = true
+	switch {
+	case err != nil:
+		buf = buf[:n0]
+	case len(buf) < eventBufMax:
+		buf = append(buf, '\n')
+	default:
+		buf, dropped = buf[:n0], true
 	}
+	b.evBuf = buf
 	b.evMu.Unlock()
 	switch {
+	case err != nil:
+		b.log.Error("an event does not encode; other processes do not see it", "job", ev.JobID, "event", ev.Kind.String(), "err", err)
 	case dropped && !b.evDrop.Swap(true):
 		b.log.Warn("dropping events for other processes: buffer full while the server is away", "buffer_bytes", eventBufMax)
 	case !dropped && b.evDrop.Load():
 		b.evDrop.Store(false)
 	}
-	if first {
+	if first && len(buf) > 0 {
 		select {
 		case b.evKick <- struct{}{}:
 		default:

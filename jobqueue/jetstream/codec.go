@@ -16,10 +16,11 @@ import (
 )
 
 // The hot path stores four messages per job. These helpers encode records
-// and events by appending, and read the server's publish acknowledgement
-// without reflection; profiles showed encoding/json there costing about a
-// tenth of the CPU of a job. Everything else uses encoding/json, and the
-// tests check that both agree on every field.
+// by appending, and read the server's publish acknowledgement without
+// reflection; profiles showed encoding/json there costing about a tenth of
+// the CPU of a job. Events use jobqueue's own encoding (Event.AppendJSON),
+// the one the WebSocket bridge sends. Everything else uses encoding/json,
+// and the tests check that both agree on every field.
 
 // publish stores data on subj with headers h (may be nil) and returns the
 // stored sequence and whether the server dropped it as a duplicate
@@ -123,38 +124,26 @@ func (r *record) encode() []byte {
 	if r.Cancel {
 		b = append(b, `,"cancel_requested":true`...)
 	}
+	if r.Counted {
+		b = append(b, `,"bytes_counted":true`...)
+	}
 	return append(b, '}')
 }
 
-// encodeEvent returns ev as JSON, as json.Marshal would.
-func encodeEvent(ev *jobqueue.Event) []byte {
-	b := make([]byte, 0, 192+len(ev.Result)+len(ev.Error))
-	b = append(b, `{"event":"`...)
-	b = append(b, ev.Kind.String()...)
-	b = append(b, `","job_id":`...)
-	b = appendString(b, ev.JobID)
-	b = append(b, `,"type":`...)
-	b = appendString(b, ev.Type)
-	b = append(b, `,"priority":`...)
-	b = strconv.AppendInt(b, int64(ev.Priority), 10)
-	b = append(b, `,"state":"`...)
-	b = append(b, ev.State.String()...)
-	b = append(b, '"')
-	if ev.Attempt != 0 {
-		b = append(b, `,"attempt":`...)
-		b = strconv.AppendInt(b, int64(ev.Attempt), 10)
+// appendEvent appends ev encoded by jobqueue's (*Event).AppendJSON, the one
+// encoding of events, and returns the extended slice. A result that is not
+// valid JSON (a handler's malformed bytes) is sent as a JSON string, as
+// the record keeps it; an event that still does not encode (a progress
+// that is not a number, a time outside years 0-9999) returns b unchanged
+// and the error.
+func appendEvent(b []byte, ev *jobqueue.Event) ([]byte, error) {
+	out, err := ev.AppendJSON(b)
+	if err != nil && len(ev.Result) > 0 && !json.Valid(ev.Result) {
+		c := *ev
+		c.Result, _ = json.Marshal(string(ev.Result))
+		out, err = c.AppendJSON(b)
 	}
-	if ev.Progress != 0 {
-		b = append(b, `,"progress":`...)
-		b = appendFloat(b, ev.Progress)
-	}
-	b = appendStringField(b, "message", ev.Message)
-	b = appendStringField(b, "error", ev.Error)
-	b = appendRawField(b, "result", ev.Result)
-	b = appendTimeField(b, "next_run_at", ev.NextRunAt)
-	b = append(b, `,"time":`...)
-	b = appendTime(b, ev.Time)
-	return append(b, '}')
+	return out, err
 }
 
 func appendFloat(b []byte, f float64) []byte {

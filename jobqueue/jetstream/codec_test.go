@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"encoding/json"
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ func fullRecord() *record {
 	return &record{
 		JobInfo: jobqueue.JobInfo{
 			Job: jobqueue.Job{
-				ID: "0abc", Type: "t\"y\npe\u2028", Payload: json.RawMessage(` {"a": [1, 2]} `), Priority: 7,
+				ID: "0abc", Type: "t\"y\npe\u2028", Owner: "al<ice>\u00e9", Payload: json.RawMessage(` {"a": [1, 2]} `), Priority: 7,
 				MaxAttempts: 3, Timeout: time.Second, RunAt: t0, UniqueKey: "k\x01ey",
 				Metadata: map[string]string{"m": "v"}, SubmittedAt: t0.Add(time.Minute),
 			},
@@ -24,7 +25,7 @@ func fullRecord() *record {
 			StartedAt: t0.Add(2 * time.Minute), RetriedAt: t0.Add(3 * time.Minute),
 			FinishedAt: t0.Add(4 * time.Minute), NextRunAt: t0.Add(5 * time.Minute), Worker: "w1",
 		},
-		Seq: 9, Delivery: 4, Cancel: true,
+		Seq: 9, Delivery: 4, Cancel: true, Counted: true,
 	}
 }
 
@@ -93,27 +94,45 @@ func TestRecordEncodingMatchesJSON(t *testing.T) {
 	}
 }
 
+// TestEventEncodingMatchesJSON checks that the events sent to other
+// processes use jobqueue's encoding and decode back to what was sent.
 func TestEventEncodingMatchesJSON(t *testing.T) {
 	t0 := time.Date(2025, 3, 4, 5, 6, 7, 890, time.UTC)
-	ev := jobqueue.Event{Kind: jobqueue.EventRetrying, JobID: "0abc", Type: "ty\"pe", Priority: 3, State: jobqueue.StateRetrying,
+	ev := jobqueue.Event{Kind: jobqueue.EventRetrying, JobID: "0abc", Type: "ty\"pe", Owner: "bob\n", Priority: 3, State: jobqueue.StateRetrying,
 		Attempt: 2, Progress: 33.25, Message: "m\n", Error: "e\\", Result: json.RawMessage(`[1]`), NextRunAt: t0, Time: t0.Add(time.Second)}
 	allSet(t, reflect.ValueOf(ev), "")
 	want, err := json.Marshal(&ev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := encodeEvent(&ev)
-	if !reflect.DeepEqual(asMap(t, got), asMap(t, want)) {
-		t.Errorf("encodeEvent:\n got %s\nwant %s", got, want)
+	got, err := appendEvent([]byte("x"), &ev)
+	if err != nil || string(got) != "x"+string(want) {
+		t.Fatalf("appendEvent = %s, %v; want x%s", got, err, want)
 	}
-	back, err := decodeEvent(got)
-	if err != nil || !reflect.DeepEqual(back.Time.UTC(), ev.Time) || back.Kind != ev.Kind || string(back.Result) != "[1]" {
-		t.Errorf("decodeEvent = %+v, %v", back, err)
+	back, err := decodeEvent(got[1:])
+	if err != nil || !reflect.DeepEqual(back, ev) {
+		t.Errorf("decodeEvent = %+v, %v; want %+v", back, err, ev)
 	}
 	min := jobqueue.Event{Kind: jobqueue.EventQueued, JobID: "x", Type: "t", State: jobqueue.StatePending, Time: t0}
 	want, _ = json.Marshal(&min)
-	if got := encodeEvent(&min); !reflect.DeepEqual(asMap(t, got), asMap(t, want)) {
-		t.Errorf("encodeEvent(min):\n got %s\nwant %s", got, want)
+	if got, err := appendEvent(nil, &min); err != nil || string(got) != string(want) {
+		t.Errorf("appendEvent(min) = %s, %v; want %s", got, err, want)
+	}
+	// A handler's result that is not JSON travels as a string, as the
+	// record keeps it.
+	bad := min
+	bad.Kind, bad.State, bad.Result = jobqueue.EventSucceeded, jobqueue.StateSucceeded, json.RawMessage(`{oops`)
+	got, err = appendEvent(nil, &bad)
+	if err != nil {
+		t.Fatalf("appendEvent(invalid result) = %v", err)
+	}
+	if back, err := decodeEvent(got); err != nil || string(back.Result) != `"{oops"` {
+		t.Errorf("event with an invalid result decodes as %+v, %v", back, err)
+	}
+	nan := min
+	nan.Progress = math.NaN()
+	if got, err := appendEvent([]byte("keep"), &nan); err == nil || string(got) != "keep" {
+		t.Errorf("appendEvent(NaN progress) = %q, %v; want the buffer unchanged and an error", got, err)
 	}
 }
 

@@ -34,9 +34,13 @@
 //	COREWORK_JOBS    work-queue stream, subjects corework.q.<level>.<job id>: jobs ready or leased;
 //	                 MaxMsgs = Config.Capacity with DiscardNew (a full stream is ErrQueueFull)
 //	COREWORK_SCHED   work-queue stream, subjects corework.s.<job id>: delayed jobs until RunAt
-//	KV COREWORK_STATE  state of leased jobs (running, retrying, progress, attempts) and unique keys
+//	KV COREWORK_STATE  state of leased jobs (running, retrying, progress, attempts): j.<job id>;
+//	                 unique keys: u.<hash of owner and key>; usage counters: o.<hash of owner>
+//	                 (an owner's active and delayed jobs and payload bytes) and g.bytes (the
+//	                 payload bytes of the active jobs, for Config.MaxBytes)
 //	COREWORK_DONE    finished jobs with their result or error, for Get, List and Wait;
-//	                 MaxMsgs = Retention.MaxJobs, MaxAge = Retention.MaxAge (at least 100ms)
+//	                 MaxMsgs = Retention.MaxJobs, MaxAge = Retention.MaxAge (at least 100ms),
+//	                 MaxBytes = Config.MaxBytes + 512 with DiscardOld (the oldest go first)
 //	COREWORK_DLQ     dead letters: every job that failed for good (see Backend.DeadLetters)
 //
 // Priorities. JetStream has no per-message priority, so each of the ten
@@ -80,9 +84,15 @@
 // how Capacity is enforced.)
 //
 // Deduplication. A job is stored with its ID as Nats-Msg-Id, so a store
-// repeated within two minutes (a retried Submit) is dropped by the server.
+// repeated within two minutes is dropped by the server. An ID the Queue
+// made for the Submit at hand is new (its time says so) and is stored
+// without a lookup; any other ID (the caller's, or one from Queue.NewID,
+// which a client may submit again after a dropped connection) is looked up
+// first: a job still kept under it answers the repeated submission (same
+// owner: its ID, nothing stored or counted; another owner: ErrInvalidJob).
 // A UniqueKey is claimed with a compare-and-set on an entry of the state
-// bucket that names the job owning it until that job finishes.
+// bucket, keyed by a hash of the owner and the key (keys are per owner),
+// that names the job owning it until that job finishes.
 //
 // Cancel of a job that is not running removes it at once (compare-and-set
 // on its state entry, then its message is deleted). Cancel of a running job
@@ -92,8 +102,64 @@
 // message was lost or the process died.
 //
 // Events of jobs submitted or run by other processes arrive on corework.ev
-// (batched: each message holds up to a millisecond of events, one JSON
-// object per line) and reach this process's subscribers and waiters.
+// (batched: each message holds up to a millisecond of events, one per
+// line in jobqueue's JSON encoding of Event, the one the WebSocket bridge
+// sends) and reach this process's subscribers and waiters.
+//
+// # Owners, quotas and the byte budget
+//
+// Job.Owner is stored with the job (its message and every record) and
+// carried by every event. ListFilter.Owner, Cursor and Summary are applied
+// while listing; the jobs known only by their messages are read in
+// batches (direct gets of a few hundred messages per request), and with
+// Summary their payloads and results are dropped as they are read.
+//
+// Quotas are enforced on usage counters in the state bucket: one entry
+// per owner with active jobs (active jobs, delayed jobs, payload bytes),
+// updated with compare-and-set, so the check holds across processes. A
+// submission adds its job to its owner's counter (checking
+// jobqueue.Quota.Check against the value it replaces) before storing it,
+// and takes it back if the store is refused; the write that makes a job's
+// state final (success, failure, cancel) takes it off before the final
+// event goes out, so an owner at its quota can submit again as soon as it
+// hears a job end; and whoever removes a delayed job's message from SCHED
+// (its release, or Cancel; the server lets one deletion succeed) ends its
+// delay. Writes of one counter made at the same moment in one process are
+// applied together, one write for the lot. Jobs with no owner have no
+// counter, so library callers pay nothing for quotas; a job with an owner
+// costs a counter write when submitted and one when it ends (and one when
+// a delayed job is released). Usage (jobqueue.UsageReporter) reads an
+// owner's counter; for the jobs with no owner it reads every active job.
+//
+// Config.MaxBytes bounds the payload bytes of the active jobs with one
+// more counter, g.bytes, kept like an owner's: a job with a payload costs
+// a write when submitted and one when it ends, and one that would take the
+// sum past MaxBytes is refused with ErrQueueFull (or waits, with
+// BlockOnFull); jobs without a payload cost nothing. That counter is
+// shared by every process of the queue, so under a heavy load of jobs with
+// payloads from many processes their compare-and-sets conflict and are
+// retried; a negative MaxBytes does without it. The finished jobs'
+// records are bounded by the DONE stream's MaxBytes (MaxBytes plus room for
+// one record's envelope), from which JetStream drops the oldest. Unlike the
+// memory backend, the two are bounded separately, each by MaxBytes, so the
+// disk holds up to about twice MaxBytes of jobs, and DONE counts records as
+// stored (fields, subject and headers included).
+//
+// Consistency of the counters. While processes live they are exact: each
+// change is made by the one operation that changes the job's state (a
+// compare-and-set or a message deletion that only one process can win),
+// and each counter write carries a message ID, so a write repeated after a
+// lost reply is applied once. A process that dies (or loses the server for
+// longer than a request timeout) between a job's store and its counter
+// write leaves the counter too high, never too low: quotas and the byte
+// budget get tighter, never looser. Such drift is repaired when the queue
+// idles: every few request timeouts each process checks whether JOBS and
+// SCHED are empty, and resets to zero the counters still above zero that
+// did not change across three such checks in a row (each counter write
+// follows its store within a request timeout, so none can be on its way).
+// A queue that never empties keeps its drift until it does; it assumes no
+// process stalls for longer than three request timeouts between a store
+// and its counter write.
 //
 // # At least once: handlers must be idempotent
 //
@@ -140,16 +206,20 @@
 //
 // A job costs one message in the jobs stream, a claim and a final write in
 // the state bucket, a record in DONE (stored after the worker moves on),
-// an acknowledgement, and three events in shared batches;
-// BenchmarkEndToEnd measures the whole path on an embedded file-backed
-// server. Get reads the four stores a job moves through (four
-// direct gets); Stats costs about fifteen requests and a scan of the leased
-// jobs; List is O(jobs kept) and meant for inspection. Capacity counts the
+// an acknowledgement, and three events in shared batches; a job with an
+// owner or a payload adds the counter writes above. BenchmarkEndToEnd
+// measures the whole path on an embedded file-backed server ("owners"
+// with an owner and a payload per job). Get reads the four stores a job
+// moves through (four direct gets); Stats costs about fifteen requests and
+// a scan of the leased jobs; List is O(jobs kept) and meant for
+// inspection, as is Usage of the jobs with no owner. Capacity counts the
 // jobs in the jobs stream (ready, leased, retrying); delayed jobs have a
 // capacity of their own in SCHED. Stream settings such as Capacity, the
-// retention bounds and AckWait are shared by every process of a queue; the
-// last one to open sets them. After the Queue's Shutdown, Get, List and
-// Stats still answer over a new connection while the server runs (an
+// retention bounds, MaxBytes for DONE and AckWait are shared by every
+// process of a queue; the last one to open sets them (the byte budget of
+// the active jobs is checked against each process's own MaxBytes, so give
+// them all the same). After the Queue's Shutdown, Get, List, Stats and
+// Usage still answer over a new connection while the server runs (an
 // Embedded backend's server stops with it). It needs nats-server 2.11 or
 // later (per-message TTLs).
 //

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/corework/corework/jobqueue"
@@ -21,14 +23,27 @@ import (
 // stream refuses the store, which is ErrQueueFull, or with BlockOnFull a
 // retry every few milliseconds until ctx ends.
 //
-// A UniqueKey is claimed first with a compare-and-set on the key's entry in
-// the state bucket, which holds the ID of the job that owns it until that
-// job finishes. It costs one request (two with a UniqueKey) plus a signal to
-// idle workers.
+// In the order jobqueue.Backend documents: an ID that names a job still
+// kept returns that ID (same owner) or ErrInvalidJob (another owner); a
+// UniqueKey is claimed with a compare-and-set on the key's entry in the
+// state bucket (per owner), which holds the ID of the job that owns it
+// until that job finishes; then the job's room is reserved on the usage
+// counters (see ledger.go): its owner's, checked against quota, and the
+// byte budget (BackendConfig.MaxBytes) for a job with a payload, which
+// like Capacity is ErrQueueFull or, with BlockOnFull, a wait. A store
+// whose reply does not come is repeated (the ID makes that harmless) until
+// the request timeout; if it never comes the error says the outcome is
+// unknown, and the job's reservations are kept (see the package comment
+// on the counters' consistency).
 //
-// It does not check quota (Quota.MaxDelay is checked by the Queue) or
-// BackendConfig.MaxBytes yet.
-func (b *Backend) Enqueue(ctx context.Context, job *jobqueue.Job, _ jobqueue.Quota) (string, error) {
+// Costs: one request to store the job, plus one for a UniqueKey, one
+// shared write of the owner's counter for a job with an Owner, and one of
+// the byte budget for a job with a payload (writes made at the same time
+// in one process are shared), plus a signal to idle workers. An ID the
+// Queue made for this very submission is new by construction and is not
+// looked up; any other (a caller's, or one from Queue.NewID) costs a
+// lookup of four reads first.
+func (b *Backend) Enqueue(ctx context.Context, job *jobqueue.Job, quota jobqueue.Quota) (string, error) {
 	if b.isClosed() {
 		return "", jobqueue.ErrClosed
 	}
@@ -38,14 +53,9 @@ func (b *Backend) Enqueue(ctx context.Context, job *jobqueue.Job, _ jobqueue.Quo
 	if !job.Priority.Valid() || job.Type == "" {
 		return "", fmt.Errorf("%w: type %q priority %d", jobqueue.ErrInvalidJob, job.Type, job.Priority)
 	}
-	if !generatedID(job.ID) {
-		// A caller-chosen ID: refuse one that names a job still kept.
-		// (IDs the Queue makes are unique by construction; a repeat within
-		// two minutes is still caught by the stream's Nats-Msg-Id check.)
-		if _, err := b.Get(ctx, job.ID); err == nil {
-			return "", fmt.Errorf("%w: duplicate id %q", jobqueue.ErrInvalidJob, job.ID)
-		} else if !isJobNotFound(err) {
-			return "", err
+	if !freshID(job.ID, job.SubmittedAt) {
+		if id, done, err := b.kept(ctx, job, false); done {
+			return id, err
 		}
 	}
 	data, err := json.Marshal(job)
@@ -60,100 +70,198 @@ func (b *Backend) Enqueue(ctx context.Context, job *jobqueue.Job, _ jobqueue.Quo
 		}
 		uniqueRev = rev
 	}
-	scheduled := job.RunAt.After(time.Now())
-	subj, st := b.n.jobSubject(int(job.Priority), job.ID), jobqueue.StatePending
-	if scheduled {
-		subj, st = b.n.schedSubject(job.ID), jobqueue.StateScheduled
-	}
 	var gate chan struct{}
-	if !scheduled && b.cfg.OnQueued != nil {
+	if b.cfg.OnQueued != nil {
+		// Workers of this process that receive the job wait for OnQueued.
 		gate = make(chan struct{})
 		b.enqueuing.Store(job.ID, gate)
 	}
-	seq, err := b.store(ctx, subj, job.ID, data)
-	if err != nil {
+	openGate := func() {
 		if gate != nil {
 			b.enqueuing.Delete(job.ID)
 			close(gate)
 		}
+	}
+	seq, st, dup, err := b.admit(ctx, job, quota, data)
+	switch {
+	case errors.Is(err, errUnknownOutcome):
+		// The job may be stored: keep its reservations and its unique
+		// key (both heal if it is not).
+		openGate()
+		return "", err
+	case err != nil || dup:
+		openGate()
 		if uniqueRev != 0 {
 			b.releaseUnique(job, uniqueRev)
 		}
-		return "", err
+		if err != nil {
+			return "", err
+		}
+		// The ID was stored before: a repeated submission, or an ID that
+		// another submission stored first.
+		id, _, err := b.kept(ctx, job, true)
+		return id, err
 	}
 	if b.cfg.OnQueued != nil {
 		b.cfg.OnQueued(job, st)
 	}
-	if gate != nil {
-		b.enqueuing.Delete(job.ID)
-		close(gate)
-	}
-	if !scheduled {
+	openGate()
+	if st == jobqueue.StatePending {
 		b.signal(1 << job.Priority)
 	}
-	b.emit(fromJob(job, st, seq).event(jobqueue.EventQueued))
+	b.emit(fromJob(job, st, seq, nil).event(jobqueue.EventQueued))
 	return job.ID, nil
 }
 
-// store publishes a job message and waits for the server's acknowledgement.
-// The request itself is not canceled by ctx (it is short and its outcome
-// would be unknown); only the wait for room is.
-func (b *Backend) store(ctx context.Context, subj, id string, data []byte) (uint64, error) {
+// admit reserves job's room on the usage counters and stores it, pending
+// or scheduled (st). With BlockOnFull it waits for room (ErrQueueFull from
+// either) until ctx ends, taking the reservations again on every try so
+// that a waiting Submit holds none. dup reports an ID the server already
+// holds (nothing stored, nothing kept reserved). After an error wrapping
+// errUnknownOutcome the reservations are kept: the job may be stored.
+func (b *Backend) admit(ctx context.Context, job *jobqueue.Job, quota jobqueue.Quota, data []byte) (seq uint64, st jobqueue.State, dup bool, err error) {
+	size := int64(len(job.Payload))
 	wait := 2 * time.Millisecond
 	for {
-		rctx, cancel := b.reqCtx()
-		seq, dup, err := b.st.publish(rctx, subj, data, nats.Header{jetstream.MsgIDHeader: {id}})
-		cancel()
-		switch {
-		case err == nil && dup:
-			return 0, fmt.Errorf("%w: duplicate id %q", jobqueue.ErrInvalidJob, id)
-		case err == nil:
-			return seq, nil
-		case !isFull(err):
-			if b.isClosed() {
-				return 0, jobqueue.ErrClosed
+		now := time.Now()
+		scheduled := job.RunAt.After(now)
+		subj, st := b.n.jobSubject(int(job.Priority), job.ID), jobqueue.StatePending
+		if scheduled {
+			subj, st = b.n.schedSubject(job.ID), jobqueue.StateScheduled
+		}
+		res, err := b.reserve(job, quota, now, scheduled)
+		if err == nil {
+			var h nats.Header
+			if res.bytes {
+				h = nats.Header{countedHeader: {"bytes"}}
 			}
-			return 0, fmt.Errorf("jetstream: storing job %s: %w", id, err)
-		case !b.cfg.BlockOnFull:
-			return 0, jobqueue.ErrQueueFull
+			seq, dup, err = b.store(subj, job.ID, data, h)
+			if err != nil && !errors.Is(err, errUnknownOutcome) || dup {
+				b.unreserve(job, res)
+			}
+			if err == nil || errors.Is(err, errUnknownOutcome) {
+				return seq, st, dup, err
+			}
+		}
+		if !errors.Is(err, jobqueue.ErrQueueFull) || !b.cfg.BlockOnFull || b.cfg.MaxBytes > 0 && size > b.cfg.MaxBytes {
+			return 0, st, false, err // a payload that can never fit is not waited for
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return 0, ctx.Err()
+			return 0, st, false, ctx.Err()
 		case <-b.closing:
 			t.Stop()
-			return 0, jobqueue.ErrClosed
+			return 0, st, false, jobqueue.ErrClosed
 		}
 		wait = min(2*wait, 100*time.Millisecond)
 	}
 }
 
-// generatedID reports whether id has the form of the IDs Queue makes: 20
-// characters of Crockford's lower-case base 32.
-func generatedID(id string) bool {
-	if len(id) != 20 {
-		return false
+// kept looks up a job stored under job.ID: with the same owner it returns
+// the ID (a repeated submission: nothing is stored or counted); with
+// another owner, an error wrapping jobqueue.ErrInvalidJob. done is false
+// if no job with the ID is kept. stored says the server has just refused
+// the ID as a duplicate: a job gone already (retention dropped it within
+// the server's two-minute duplicate window) still holds the ID then.
+func (b *Backend) kept(ctx context.Context, job *jobqueue.Job, stored bool) (id string, done bool, err error) {
+	r, _, _, err := b.st.locate(ctx, job.ID)
+	switch {
+	case err == nil && r.Owner == job.Owner:
+		return job.ID, true, nil
+	case err == nil || stored && isJobNotFound(err):
+		return "", true, fmt.Errorf("%w: ID in use", jobqueue.ErrInvalidJob)
+	case isJobNotFound(err):
+		return "", false, nil
 	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' && c != 'i' && c != 'l' && c != 'o' && c != 'u') {
-			return false
-		}
-	}
-	return true
+	return "", true, fmt.Errorf("jetstream: looking up id %s: %w", job.ID, err)
 }
 
-func uniqueKey(key string) string {
-	h := sha256.Sum256([]byte(key))
-	return "u." + hex.EncodeToString(h[:16])
+// errUnknownOutcome marks a store whose reply never came, even to the
+// repeats: the job may be stored.
+var errUnknownOutcome = errors.New("outcome unknown")
+
+// store publishes a job message once and waits for the server's
+// acknowledgement; dup reports that the server already holds the ID.
+// Without a reply it sends the same message again (the ID makes a repeat
+// harmless) until the request timeout; if none ever comes the error wraps
+// errUnknownOutcome, and the job may or may not be stored. A full stream
+// is an error wrapping jobqueue.ErrQueueFull. The request is not canceled
+// by the caller's context: its outcome would be unknown.
+func (b *Backend) store(subj, id string, data []byte, h nats.Header) (uint64, bool, error) {
+	if h == nil {
+		h = nats.Header{}
+	}
+	h[jetstream.MsgIDHeader] = []string{id}
+	deadline := time.Now().Add(b.o.timeout)
+	for try := 0; ; try++ {
+		rctx, cancel := b.reqCtx()
+		seq, dup, err := b.st.publish(rctx, subj, data, h)
+		cancel()
+		switch {
+		case err == nil:
+			// A duplicate on a repeat is this call's own store.
+			return seq, dup && try == 0, nil
+		case isFull(err):
+			return 0, false, fmt.Errorf("%w: %v", jobqueue.ErrQueueFull, err)
+		case b.isClosed():
+			return 0, false, jobqueue.ErrClosed
+		case apiCode(err) != 0 || errors.Is(err, jetstream.ErrNoStreamResponse):
+			return 0, false, fmt.Errorf("jetstream: storing job %s: %w", id, err)
+		case time.Now().After(deadline):
+			return 0, false, fmt.Errorf("jetstream: storing job %s: %w (%w)", id, err, errUnknownOutcome)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// idEpoch and crockford are those of jobqueue's IDs (see jobqueue.Job.ID).
+var idEpoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+
+const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
+
+// freshID reports whether id has the form of the IDs Queue makes (36
+// characters of Crockford's lower-case base 32: 13 of a 64-bit
+// millisecond-and-counter sequence, 16 random, 7 of the Queue's tag) and
+// its time is not before submitted, the job's SubmittedAt: an ID that
+// Submit made for this very job, which no job can hold yet. An ID from
+// Queue.NewID, made before the Submit that uses it, may be a repeated
+// submission and is looked up. (One made in the same millisecond as its
+// Submit counts as fresh: a repeat that quick is still caught by the
+// server's two-minute duplicate window on the same stream.)
+func freshID(id string, submitted time.Time) bool {
+	if len(id) != 36 {
+		return false
+	}
+	var seq uint64
+	for i := 0; i < len(id); i++ {
+		v := strings.IndexByte(crockford, id[i])
+		if v < 0 || i == 0 && v >= 16 {
+			return false
+		}
+		if i < 13 {
+			seq = seq<<5 | uint64(v)
+		}
+	}
+	return int64(seq>>22) >= submitted.Sub(idEpoch).Milliseconds()
+}
+
+// uniqueKey is the state bucket key of owner's UniqueKey key: keys are per
+// owner.
+func uniqueKey(owner, key string) string {
+	h := sha256.New()
+	h.Write([]byte(owner))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return "u." + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // claimUnique makes job the owner of its UniqueKey and returns the entry's
 // revision, or returns the ID of the active job that owns it.
 func (b *Backend) claimUnique(ctx context.Context, job *jobqueue.Job) (string, uint64, error) {
-	key := uniqueKey(job.UniqueKey)
+	key := uniqueKey(job.Owner, job.UniqueKey)
 	for try := 0; try < 16; try++ {
 		rctx, cancel := b.reqCtx()
 		e, err := b.st.readKV(rctx, key)
@@ -196,7 +304,7 @@ func (b *Backend) releaseUnique(job *jobqueue.Job, rev uint64) {
 	if job.UniqueKey == "" {
 		return
 	}
-	key := uniqueKey(job.UniqueKey)
+	key := uniqueKey(job.Owner, job.UniqueKey)
 	ctx, cancel := b.reqCtx()
 	defer cancel()
 	if rev == 0 {

@@ -403,6 +403,7 @@ func (b *Backend) claim(m jetstream.Msg) *lease {
 		JobInfo:  jobqueue.JobInfo{Job: *job, State: jobqueue.StateRunning, Attempts: 1, StartedAt: now, Worker: b.cfg.WorkerTag},
 		Seq:      md.Sequence.Stream,
 		Delivery: md.NumDelivered,
+		Counted:  m.Headers().Get(countedHeader) != "",
 		raw:      jobJSON(job, m.Data()),
 	}
 	var rev uint64
@@ -486,6 +487,8 @@ func (b *Backend) finishAside(ctx context.Context, m jetstream.Msg, cur *record,
 		_ = m.Nak()
 		return
 	}
+	// This compare-and-set ended the job: take it off the counters.
+	b.uncount(&r.Job, true, r.Counted || m.Headers().Get(countedHeader) != "", false)
 	if err := b.st.saveDone(ctx, &r, data); err != nil {
 		_ = m.Nak()
 		return

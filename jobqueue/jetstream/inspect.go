@@ -1,9 +1,7 @@
 package jetstream
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -75,18 +73,25 @@ func (b *Backend) Cancel(ctx context.Context, id string) (jobqueue.JobInfo, erro
 			}
 			return jobqueue.JobInfo{}, fmt.Errorf("jetstream: cancel %s: %w", id, err)
 		}
-		// The job is canceled; what follows tidies up, and a failure
-		// only delays it (a worker receiving it finds the entry).
+		// The job is canceled, by this compare-and-set: it comes off the
+		// usage counters here. What follows tidies up, and a failure only
+		// delays it (a worker or the scheduler receiving the job finds
+		// the entry, stores the record and removes the message).
 		sctx, cancel := b.reqCtx()
 		defer cancel()
 		if err := st.saveDone(sctx, &next, data); err != nil {
+			b.uncount(&next.Job, true, next.Counted, false)
 			return next.JobInfo, err
 		}
 		msgs := st.jobs
 		if where == inSched {
 			msgs = st.sched
 		}
-		if err := msgs.DeleteMsg(sctx, r.Seq); err != nil && !isNotFound(err) && !strings.Contains(err.Error(), "not found") {
+		// Whoever removes a delayed job's message from SCHED ends its
+		// delay: this Cancel or the scheduler releasing it.
+		err = msgs.DeleteMsg(sctx, r.Seq)
+		b.uncount(&next.Job, true, next.Counted, where == inSched && err == nil)
+		if err != nil && !isNotFound(err) && !strings.Contains(err.Error(), "not found") {
 			return next.JobInfo, fmt.Errorf("jetstream: cancel %s: removing its message: %w", id, err)
 		}
 		b.releaseUnique(&next.Job, 0)
@@ -161,96 +166,6 @@ func (b *Backend) Stats(ctx context.Context) (jobqueue.BackendStats, error) {
 		s.Pending += d
 	}
 	return s, nil
-}
-
-// List implements jobqueue.Backend. It gathers the IDs of every store
-// (subject listings of the scheduled and ready streams, scans of the state
-// bucket and of the finished records), then reads the newest matching jobs
-// not read yet one by one: O(jobs kept) work, for inspection rather than
-// polling.
-func (b *Backend) List(ctx context.Context, f jobqueue.ListFilter) ([]jobqueue.JobInfo, error) {
-	st, done, err := b.view(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	type cand struct {
-		where place
-		rec   *record
-	}
-	all := map[string]*cand{}
-	sched, err := st.subjectIDs(ctx, st.sched, b.n.prefix+".s.>")
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: list: %w", err)
-	}
-	for id := range sched {
-		all[id] = &cand{where: inSched}
-	}
-	ready, err := st.subjectIDs(ctx, st.jobs, b.n.prefix+".q.>")
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: list: %w", err)
-	}
-	for id := range ready {
-		all[id] = &cand{where: inJobs}
-	}
-	err = st.scanState(ctx, func(r *record) {
-		if _, msg := all[r.ID]; msg || !r.State.Final() {
-			all[r.ID] = &cand{where: inState, rec: r}
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	if st.keepDone && (f.State == jobqueue.StateUnknown || f.State.Final()) {
-		err := st.scan(ctx, b.n.done, b.n.prefix+".done.>", false, func(m jetstream.Msg) {
-			if r, err := decodeRecord(m.Data()); err == nil {
-				all[r.ID] = &cand{where: inDone, rec: r}
-			}
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	ids := make([]string, 0, len(all))
-	for id := range all {
-		ids = append(ids, id)
-	}
-	slices.SortFunc(ids, func(x, y string) int { return cmp.Compare(y, x) })
-	limit := f.Limit
-	if limit == 0 {
-		limit = 100
-	}
-	now := time.Now()
-	var out []jobqueue.JobInfo
-	for _, id := range ids {
-		if limit >= 0 && len(out) >= limit {
-			break
-		}
-		c := all[id]
-		if c.rec == nil {
-			// Only a message: its state is known, its type needs a read.
-			s := jobqueue.StatePending
-			if c.where == inSched {
-				s = jobqueue.StateScheduled
-			}
-			if f.State != jobqueue.StateUnknown && f.State != s {
-				continue
-			}
-			r, _, _, err := st.locate(ctx, id)
-			if err != nil {
-				if errors.Is(err, jobqueue.ErrNotFound) {
-					continue
-				}
-				return nil, err
-			}
-			c.rec = r
-		}
-		info := snapshot(c.rec, now)
-		if f.Match(&info) {
-			out = append(out, info)
-		}
-	}
-	return out, nil
 }
 
 // DeadLetters returns the newest failed jobs kept in the dead-letter

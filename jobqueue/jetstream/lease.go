@@ -157,13 +157,17 @@ func (l *lease) endCanceled(ctx context.Context) error {
 	return jobqueue.ErrCanceled
 }
 
-// finish hands the final record to the finisher (which stores it in DONE
-// and then removes the message), dead-letters a failed job and frees the
-// unique key. l.rec is final and written in the state bucket, which
-// answers Get until the record is stored.
+// finish takes the job off the usage counters, hands the final record to
+// the finisher (which stores it in DONE and then removes the message),
+// dead-letters a failed job and frees the unique key. l.rec is final and
+// written in the state bucket, which answers Get until the record is
+// stored.
 func (l *lease) finish(ctx context.Context, kind jobqueue.EventKind) error {
 	l.ended = true
 	b := l.b
+	// The final write made here ended the job: take it off the counters
+	// before anyone hears of it, so its room is free by the final event.
+	b.uncount(l.job, true, l.rec.Counted, false)
 	if l.rec.State == jobqueue.StateFailed {
 		if _, _, err := b.st.publish(ctx, b.n.deadSubject(l.job.ID), l.data, nil); err != nil {
 			_ = l.m.Nak() // settled on its next delivery

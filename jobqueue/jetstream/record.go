@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/corework/corework/jobqueue"
+	"github.com/nats-io/nats.go"
 )
 
 // record is what the state bucket, the DONE stream and the dead-letter
@@ -19,6 +20,10 @@ type record struct {
 	Delivery uint64 `json:"delivery,omitempty"`
 	// Cancel records a Cancel of the running job, for the worker settling it.
 	Cancel bool `json:"cancel_requested,omitempty"`
+	// Counted says the job's payload is counted in the byte budget (see
+	// ledger.go), so that whoever finishes the job takes it off; its
+	// message says so with countedHeader.
+	Counted bool `json:"bytes_counted,omitempty"`
 
 	raw []byte // the Job's JSON object, once known (see encode)
 }
@@ -83,9 +88,14 @@ func decodeEvent(data []byte) (jobqueue.Event, error) {
 	return ev, nil
 }
 
-// fromJob is the record of a job not yet leased.
-func fromJob(j *jobqueue.Job, st jobqueue.State, seq uint64) *record {
-	r := &record{JobInfo: jobqueue.JobInfo{Job: *j, State: st}, Seq: seq}
+// countedHeader marks the message of a job whose payload bytes are counted
+// in the byte budget.
+const countedHeader = "Corework-Counted"
+
+// fromJob is the record of a job not yet leased; hdr are its message's
+// headers (nil if unknown).
+func fromJob(j *jobqueue.Job, st jobqueue.State, seq uint64, hdr nats.Header) *record {
+	r := &record{JobInfo: jobqueue.JobInfo{Job: *j, State: st}, Seq: seq, Counted: hdr.Get(countedHeader) != ""}
 	if st == jobqueue.StateScheduled {
 		r.NextRunAt = j.RunAt
 	}
@@ -93,7 +103,7 @@ func fromJob(j *jobqueue.Job, st jobqueue.State, seq uint64) *record {
 }
 
 func (r *record) event(k jobqueue.EventKind) *jobqueue.Event {
-	ev := &jobqueue.Event{Kind: k, JobID: r.ID, Type: r.Type, Priority: r.Priority, State: r.State,
+	ev := &jobqueue.Event{Kind: k, JobID: r.ID, Type: r.Type, Owner: r.Owner, Priority: r.Priority, State: r.State,
 		Attempt: r.Attempts}
 	switch k {
 	case jobqueue.EventQueued:

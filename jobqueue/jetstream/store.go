@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -70,6 +71,18 @@ func (s *store) putKV(ctx context.Context, key string, data []byte, exp uint64, 
 	}
 	seq, _, err := s.publish(ctx, s.n.kvSubject(key), data, h)
 	return seq, err
+}
+
+// putKVOnce is putKV with a message ID: a write repeated with the same ID
+// within the bucket's duplicate window (two minutes) is not applied again,
+// and reports dup true. The server checks exp before the ID, so a repeat
+// after a lost reply must carry the current revision to be recognized.
+func (s *store) putKVOnce(ctx context.Context, key string, data []byte, exp uint64, ttl time.Duration, id string) (uint64, bool, error) {
+	h := nats.Header{jetstream.ExpectedLastSubjSeqHeader: {strconv.FormatUint(exp, 10)}, jetstream.MsgIDHeader: {id}}
+	if ttl > 0 {
+		h[jetstream.MsgTTLHeader] = []string{ttl.String()}
+	}
+	return s.publish(ctx, s.n.kvSubject(key), data, h)
 }
 
 // readState returns the state record of job id, its revision and whether
@@ -148,14 +161,14 @@ func (s *store) locate(ctx context.Context, id string) (*record, place, uint64, 
 	where := nowhere
 	if m, err := s.sched.GetLastMsgForSubject(ctx, s.n.schedSubject(id)); err == nil {
 		if j, err := decodeJob(m.Data); err == nil {
-			found, where = fromJob(j, jobqueue.StateScheduled, m.Sequence), inSched
+			found, where = fromJob(j, jobqueue.StateScheduled, m.Sequence, m.Header), inSched
 		}
 	} else if !isNotFound(err) {
 		return nil, nowhere, 0, err
 	}
 	if m, err := s.jobs.GetLastMsgForSubject(ctx, s.n.prefix+".q.*."+id); err == nil {
 		if j, err := decodeJob(m.Data); err == nil {
-			found, where = fromJob(j, jobqueue.StatePending, m.Sequence), inJobs
+			found, where = fromJob(j, jobqueue.StatePending, m.Sequence, m.Header), inJobs
 		}
 	} else if !isNotFound(err) {
 		return nil, nowhere, 0, err
@@ -259,4 +272,122 @@ func (s *store) subjectIDs(ctx context.Context, st jetstream.Stream, filter stri
 		}
 	}
 	return ids, nil
+}
+
+// directMsg is a message read with a direct get: its subject, sequence,
+// body and stored headers.
+type directMsg struct {
+	subj string
+	seq  uint64
+	data []byte
+	hdr  nats.Header
+}
+
+// directBatch is the most messages one direct get request asks for, and
+// directBytes about the most bytes (the server stops after the message
+// that passes it), well within a subscription's pending limit.
+const (
+	directBatch = 256
+	directBytes = 8 << 20
+)
+
+// readAll calls fn with every message of stream whose subject matches
+// filter (wildcards allowed), in stream order: batched direct gets of
+// directBatch messages each, so a stream of n messages costs n/directBatch
+// requests.
+func (s *store) readAll(ctx context.Context, stream, filter string, fn func(directMsg)) error {
+	var seq uint64
+	for {
+		req := struct {
+			Seq      uint64 `json:"seq,omitempty"`
+			NextFor  string `json:"next_by_subj"`
+			Batch    int    `json:"batch"`
+			MaxBytes int    `json:"max_bytes"`
+		}{seq, filter, directBatch, directBytes}
+		n, last, more, err := s.direct(ctx, stream, &req, fn)
+		if err != nil || n == 0 || !more {
+			return err
+		}
+		seq = last + 1
+	}
+}
+
+// readLast calls fn with the last message of each of subjects (no
+// wildcards) that stream holds: one request per directBatch subjects (or
+// directBytes of messages).
+func (s *store) readLast(ctx context.Context, stream string, subjects []string, fn func(directMsg)) error {
+	for len(subjects) > 0 {
+		n := min(len(subjects), directBatch)
+		req := struct {
+			Multi    []string `json:"multi_last"`
+			Batch    int      `json:"batch"`
+			MaxBytes int      `json:"max_bytes"`
+		}{subjects[:n], n, directBytes}
+		seen := make(map[string]bool, n)
+		_, _, more, err := s.direct(ctx, stream, &req, func(m directMsg) {
+			seen[m.subj] = true
+			fn(m)
+		})
+		if err != nil {
+			return err
+		}
+		rest := subjects[n:]
+		if more {
+			// The byte limit cut the answer: ask again for the others.
+			var again []string
+			for _, subj := range subjects[:n] {
+				if !seen[subj] {
+					again = append(again, subj)
+				}
+			}
+			if len(again) < n {
+				rest = append(again, rest...)
+			}
+		}
+		subjects = rest
+	}
+	return nil
+}
+
+// direct sends one direct get request for a batch of messages, calls fn
+// with each, and returns how many came, the last one's sequence and
+// whether more match than came (the batch or the server's byte limit cut
+// the answer short).
+func (s *store) direct(ctx context.Context, stream string, req any, fn func(directMsg)) (n int, last uint64, more bool, err error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	inbox := nats.NewInbox()
+	sub, err := s.nc.SubscribeSync(inbox)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
+		return 0, 0, false, err
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return n, last, false, fmt.Errorf("jetstream: reading %s: %w", stream, err)
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "204": // end of batch
+			pending, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			return n, last, pending > 0, nil
+		case "404": // nothing (more) matches
+			return n, last, false, nil
+		default:
+			return n, last, false, fmt.Errorf("jetstream: reading %s: status %s %s", stream, status, m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		if err != nil {
+			return n, last, false, fmt.Errorf("jetstream: reading %s: message without sequence", stream)
+		}
+		n++
+		last = seq
+		fn(directMsg{subj: m.Header.Get("Nats-Subject"), seq: seq, data: m.Data, hdr: m.Header})
+	}
 }
