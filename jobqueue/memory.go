@@ -69,7 +69,8 @@ type memBackend struct {
 	sched    []*record // min-heap on due
 	records  map[string]*record
 	unique   map[uniqueKey]*record
-	owners   map[string]*owner // owners with active jobs, but anon
+	owners   map[string]*owner // owners with active jobs, and up to idleOwners idle ones; anon apart
+	idle     int               // owners in the map with no active job
 	anon     owner             // the jobs with no owner
 	finished fifo              // finished records in finishing order, for retention
 
@@ -175,6 +176,9 @@ func (b *memBackend) Enqueue(ctx context.Context, job *Job, quota Quota) (string
 	r := &record{b: b, job: job, heapIdx: -1, owner: o, prio: uint8(job.Priority)}
 	b.records[job.ID] = r
 	b.active++
+	if o.active == 0 && o != &b.anon {
+		b.idle--
+	}
 	o.active++
 	b.activeBytes += size
 	o.bytes += size
@@ -241,7 +245,22 @@ func (b *memBackend) admit(job *Job, quota Quota, now time.Time, size int64) (id
 	return "", false, nil
 }
 
-// ownerOf returns the owner record of name, making it if needed.
+// idleOwners is how many idle owner records the memory backend keeps at
+// least before sweeping them.
+const idleOwners = 256
+
+// sweepOwners drops the records of owners with no active job.
+func (b *memBackend) sweepOwners() {
+	for name, o := range b.owners {
+		if o.active == 0 {
+			delete(b.owners, name)
+		}
+	}
+	b.idle = 0
+}
+
+// ownerOf returns the owner record of name, making it if needed. A new
+// record counts as idle until its first job is counted.
 func (b *memBackend) ownerOf(name string) *owner {
 	if name == "" {
 		return &b.anon
@@ -250,6 +269,7 @@ func (b *memBackend) ownerOf(name string) *owner {
 	if o == nil {
 		o = &owner{name: name}
 		b.owners[name] = o
+		b.idle++
 	}
 	return o
 }
@@ -393,7 +413,13 @@ func (b *memBackend) finish(r *record, st State, now time.Time) {
 	o.active--
 	o.bytes -= size
 	if o.active == 0 && o != &b.anon && b.owners[o.name] == o {
-		delete(b.owners, o.name)
+		// The record stays for the owner's next job (an owner that keeps
+		// one job at a time would otherwise cost an allocation per job);
+		// idle records are swept once they outnumber the busy ones.
+		b.idle++
+		if b.idle > idleOwners && b.idle > len(b.owners)/2 {
+			b.sweepOwners()
+		}
 	}
 	r.owner = nil
 	if k := r.job.UniqueKey; k != "" {

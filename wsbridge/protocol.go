@@ -325,7 +325,7 @@ func encode(v any) []byte {
 // not encode (a result that is not JSON) becomes an `error` message with
 // CodeInternal.
 func encodeEvent(ev *jobqueue.Event) []byte {
-	b, err := ev.AppendJSON(make([]byte, 0, 192+len(ev.Owner)+len(ev.Result)+len(ev.Message)+len(ev.Error)))
+	b, err := ev.AppendJSON(make([]byte, 0, 256+len(ev.Owner)+len(ev.Result)+len(ev.Message)+len(ev.Error)))
 	if err != nil {
 		return encode(errorMsg{Type: msgError, JobID: ev.JobID, Code: CodeInternal, Message: err.Error()})
 	}
