@@ -2,6 +2,8 @@ package jobqueue
 
 import (
 	"context"
+	"errors"
+	"math"
 	"sync"
 	"time"
 )
@@ -115,13 +117,16 @@ func (c *jobCtx) causeErr() error {
 // Progress reports the progress of the running job whose handler context
 // is ctx (or derives from it): percent (clamped to 0-100) and a message
 // are stored with the job and sent to subscribers as an EventProgress. It
-// returns ErrNotInJob if ctx is not a handler's context, or the backend's
-// error. Each call costs a backend update and, when someone subscribes, an
+// returns ErrNotInJob if ctx is not a handler's context, an error for a
+// percent that is not a number (NaN), or the backend's error. Each call costs a backend update and, when someone subscribes, an
 // event; report at a human rate (a few times per second), not per item.
 func Progress(ctx context.Context, percent float64, message string) error {
 	c, ok := ctx.Value(jobCtxKey{}).(*jobCtx)
 	if !ok {
 		return ErrNotInJob
+	}
+	if math.IsNaN(percent) {
+		return errors.New("jobqueue: Progress with a percent that is not a number")
 	}
 	percent = min(max(percent, 0), 100)
 	return c.w.q.progress(c, percent, message)

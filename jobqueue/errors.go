@@ -32,6 +32,10 @@ var (
 	// ErrBadPayload fails a job whose payload does not decode into the
 	// typed handler's input; such jobs are not retried.
 	ErrBadPayload = errors.New("jobqueue: bad payload")
+	// ErrBadResult fails a job whose handler returned a result that is not
+	// valid JSON (a HandlerFunc; TypedHandler always encodes one); such jobs
+	// are not retried.
+	ErrBadResult = errors.New("jobqueue: result is not JSON")
 	// ErrInvalidJob is returned by Submit for a request it refuses (empty
 	// type, priority out of range, payload not JSON or too large, a
 	// negative Quota, an ID in use by another owner).

@@ -141,6 +141,15 @@ func (w *worker) runJob(l Lease) {
 			cause = nil
 		}
 	}
+	if err == nil && len(res) > 0 && !json.Valid(res) {
+		// A HandlerFunc returned bytes that are not JSON: they could not
+		// be stored, listed or sent in an event. A failure for good.
+		err = Permanent(fmt.Errorf("%w: the handler of %s returned %d bytes that are not JSON", ErrBadResult, job.Type, len(res)))
+		res = nil
+		if cause != ErrCanceled {
+			cause = nil
+		}
+	}
 	if err == nil && cause == nil {
 		w.end(l, e, start, EventSucceeded, StateSucceeded, res, nil, 0)
 		return
