@@ -3,6 +3,7 @@ package jobqueue
 import (
 	crand "crypto/rand"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,4 +92,35 @@ func (g *idGen) randBytes(dst []byte) {
 	}
 	g.ri += copy(dst, g.rnd[g.ri:])
 	g.mu.Unlock()
+}
+
+// clientIDs makes the IDs of NewID, with a tag of this process.
+var clientIDs = newIDGen()
+
+// NewID returns a new job ID with the shape of the ones a Queue makes (36
+// characters: a time-ordered sequence, 80 random bits, a tag of this
+// process), for a program that chooses a JobRequest.ID before submitting to
+// a queue it reaches another way (a wsbridge.Client does, so that a
+// resubmission after a lost reply finds the same job). IDs sort by the time
+// they were made, on this process's clock, together with a Queue's. It
+// costs about as much as Queue.NewID and never fails.
+func NewID() string { return clientIDs.next(clockNow()) }
+
+// IDTime returns the time encoded in an ID made by NewID or by a Queue (to
+// the millisecond), and false for an ID of any other shape (a caller's own).
+func IDTime(id string) (time.Time, bool) {
+	if len(id) != idLen {
+		return time.Time{}, false
+	}
+	var v uint64
+	for i := 0; i < idLen; i++ {
+		d := strings.IndexByte(crockford, id[i])
+		if d < 0 {
+			return time.Time{}, false
+		}
+		if i < 13 {
+			v = v<<5 | uint64(d)
+		}
+	}
+	return idEpoch.Add(time.Duration(v>>22) * time.Millisecond), true
 }
