@@ -1,6 +1,28 @@
 package jobqueue
 
-import "context"
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Resyncer is implemented by shared backends whose events can be lost: a
+// final event published while this process's connection to the store was
+// down never reaches its waiters. While Wait (or Run) waits for a job of
+// such a backend it re-reads the job's state with Get every
+// ResyncInterval and whenever the channel of Resync closes, so it returns
+// within about an interval of the job's end however many events were lost.
+// A job whose final event arrives costs no extra Get. The memory backend
+// loses no events and does not implement it.
+type Resyncer interface {
+	// Resync returns a channel that is closed when the state of the jobs
+	// should be read again (the backend has just reconnected). Each call
+	// after that returns a new channel, for the next time.
+	Resync() <-chan struct{}
+	// ResyncInterval is how often a waiter reads the state anyway; zero
+	// or negative means only on Resync.
+	ResyncInterval() time.Duration
+}
 
 // Wait blocks until job id reaches a final state or ctx ends, and returns
 // its final snapshot. The error is nil for a succeeded job, a *JobError
@@ -9,6 +31,13 @@ import "context"
 // retention dropped before Wait began), and ErrClosed if Shutdown finishes
 // while the job is still active. Waiting costs one small channel and no
 // goroutine. To submit and wait with no gap, use Run.
+//
+// With a backend that can lose events (one that implements Resyncer, like
+// the JetStream backend across a server restart or a failover), Wait also
+// re-reads the job's state at the backend's resync interval and after every
+// reconnect, so it returns within about that interval of the job's end even
+// if the final event was lost; errors of those reads other than ErrNotFound
+// (the connection is still down) are ignored and the wait goes on.
 func (q *Queue) Wait(ctx context.Context, id string) (JobInfo, error) {
 	return q.await(ctx, id, q.addWaiter(id))
 }
@@ -57,7 +86,25 @@ func (q *Queue) await(ctx context.Context, id string, ch chan Event) (JobInfo, e
 			return info, err
 		}
 	}
-	if !info.State.Final() {
+	if info.State.Final() {
+		return info, finalError(&info)
+	}
+	var (
+		resync   <-chan struct{}
+		tick     <-chan time.Time
+		timer    *time.Timer
+		interval time.Duration
+	)
+	r, _ := q.backend.(Resyncer)
+	if r != nil {
+		resync, interval = r.Resync(), r.ResyncInterval()
+		if interval > 0 {
+			timer = time.NewTimer(interval)
+			defer timer.Stop()
+			tick = timer.C
+		}
+	}
+	for {
 		select {
 		case ev := <-ch:
 			if info2, err := q.backend.Get(ctx, id); err == nil && info2.State.Final() {
@@ -66,15 +113,38 @@ func (q *Queue) await(ctx context.Context, id string, ch chan Event) (JobInfo, e
 				info.State, info.LastError, info.Result = ev.State, ev.Error, ev.Result
 				info.Attempts, info.FinishedAt = ev.Attempt, ev.Time
 			}
+			return info, finalError(&info)
 		case <-ctx.Done():
 			return info, ctx.Err()
 		case <-q.done:
 			if info, err = q.backend.Get(ctx, id); err != nil || !info.State.Final() {
 				return info, ErrClosed
 			}
+			return info, finalError(&info)
+		case <-resync:
+			resync = r.Resync()
+		case <-tick:
+		}
+		// A reconnect or the interval: the final event may have been lost.
+		info2, err := q.backend.Get(ctx, id)
+		switch {
+		case err == nil && info2.State.Final():
+			return info2, finalError(&info2)
+		case err == nil:
+			info = info2
+		case errors.Is(err, ErrNotFound):
+			select {
+			case ev := <-ch: // finished, and already dropped by retention
+				info = infoFromEvent(&ev)
+				return info, finalError(&info)
+			default:
+				return info, err
+			}
+		}
+		if timer != nil {
+			timer.Reset(interval)
 		}
 	}
-	return info, finalError(&info)
 }
 
 func infoFromEvent(ev *Event) JobInfo {

@@ -56,13 +56,14 @@ const (
 // jobs for waiting workers, the signal sender, the event sender, and the
 // scheduler that releases delayed jobs; plus the NATS client's own.
 type Backend struct {
-	o     options
-	n     names
-	srv   *Server // owned server (Embedded), shut down by Close
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	log   *slog.Logger // o.logger
-	watch *connWatch   // nil without WithLogger
+	o      options
+	n      names
+	srv    *Server // owned server (Embedded), shut down by Close
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	log    *slog.Logger // o.logger
+	watch  *connWatch   // nil without WithLogger
+	events *connEvents  // disconnects and reconnects of nc
 
 	mu     sync.Mutex
 	opened bool
@@ -97,15 +98,16 @@ var (
 	_ jobqueue.Notifier      = (*Backend)(nil)
 	_ jobqueue.LeaseKeeper   = (*Backend)(nil)
 	_ jobqueue.UsageReporter = (*Backend)(nil)
+	_ jobqueue.Resyncer      = (*Backend)(nil)
 )
 
-func newBackend(nc *nats.Conn, o options, dial func() (*nats.Conn, error), watch *connWatch) (*Backend, error) {
+func newBackend(nc *nats.Conn, o options, dial func() (*nats.Conn, error), watch *connWatch, events *connEvents) (*Backend, error) {
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(o.timeout))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	b := &Backend{o: o, n: newNames(o.name), nc: nc, js: js, log: o.logger, watch: watch, dial: dial,
+	b := &Backend{o: o, n: newNames(o.name), nc: nc, js: js, log: o.logger, watch: watch, events: events, dial: dial,
 		closing: make(chan struct{}), ring: make(chan struct{}, 1)}
 	b.ctx, b.stop = context.WithCancel(context.Background())
 	b.disp.init(b)
@@ -126,6 +128,19 @@ func (b *Backend) ClientURL() string {
 
 // LeaseDuration implements jobqueue.LeaseKeeper: the consumers' AckWait.
 func (b *Backend) LeaseDuration() time.Duration { return b.o.ackWait }
+
+// Resync implements jobqueue.Resyncer: the channel closes when the
+// connection to the server comes back after a disconnect (a restart or a
+// failover), when events published meanwhile may have been lost.
+func (b *Backend) Resync() <-chan struct{} { return b.events.reconnected() }
+
+// ResyncInterval implements jobqueue.Resyncer: a waiter re-reads its job's
+// state every AckWait, clamped to between 1 s and 5 s (a lost event is
+// noticed within that; a job whose lost acknowledgement makes it run
+// again ends at most AckWait later anyway).
+func (b *Backend) ResyncInterval() time.Duration {
+	return min(max(b.o.ackWait, time.Second), 5*time.Second)
+}
 
 // Notify implements jobqueue.Notifier.
 func (b *Backend) Notify(h jobqueue.Hooks) { b.hooks.Store(&h) }

@@ -174,6 +174,35 @@
 // whose lease was taken over cannot overwrite the new attempt's outcome:
 // its settlement fails with ErrLeaseLost.
 //
+// # Outages and failovers
+//
+// The connection reconnects on its own (Connect) after a server restart or
+// a failover to another node. Two things could go wrong across it, and
+// neither does:
+//
+//   - A Submit (Enqueue) whose request was in flight when the connection
+//     dropped has lost its reply. It does not wait out the request timeout
+//     (WithRequestTimeout, 10 s): it abandons the request at the
+//     disconnect, waits for the reconnect (within its context and a request
+//     timeout), and sends the same message again on the new connection,
+//     with the timeout counted afresh. The job ID is the message's
+//     Nats-Msg-Id, so a job the server did store before the break is not
+//     stored twice (the server's duplicate window is two minutes); a
+//     duplicate reply to a repeat counts as this Submit's own store. A "no
+//     responders" reply just after a reconnect (JetStream still starting or
+//     electing a leader, nothing stored) is retried too. TestSubmitAcrossRestart
+//     loses requests and replies at a proxy and restarts the server under four
+//     submitting loops: no Submit fails, none takes more than 3 s beyond the
+//     outage it spans, no job is stored twice.
+//   - A final event published while a waiting process was disconnected
+//     is lost to it. The backend implements jobqueue.Resyncer: Queue.Wait and
+//     Queue.Run re-read the job's state after every reconnect and every
+//     AckWait (clamped to 1-5 s) while they wait, so they return within
+//     about AckWait plus that interval of the job's end. A wait whose final
+//     event arrives costs no extra read. TestWaitSurvivesOutage stops the
+//     server 1 s into a 3 s job for 4 s: Wait returns the succeeded job well
+//     within AckWait + 5 s of the restart.
+//
 // # A three-node cluster
 //
 // In production, run three NATS servers with JetStream and give the queue

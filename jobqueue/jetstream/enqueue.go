@@ -32,9 +32,10 @@ import (
 // byte budget (BackendConfig.MaxBytes) for a job with a payload, which
 // like Capacity is ErrQueueFull or, with BlockOnFull, a wait. A store
 // whose reply does not come is repeated (the ID makes that harmless) until
-// the request timeout; if it never comes the error says the outcome is
-// unknown, and the job's reservations are kept (see the package comment
-// on the counters' consistency).
+// the request timeout, and one cut off by a disconnect is sent again as
+// soon as the connection is back (see store); if the reply never comes the
+// error says the outcome is unknown, and the job's reservations are kept
+// (see the package comment on the counters' consistency).
 //
 // Costs: one request to store the job, plus one for a UniqueKey, one
 // shared write of the owner's counter for a job with an Owner, and one of
@@ -135,7 +136,7 @@ func (b *Backend) admit(ctx context.Context, job *jobqueue.Job, quota jobqueue.Q
 			if res.bytes {
 				h = nats.Header{countedHeader: {"bytes"}}
 			}
-			seq, dup, err = b.store(subj, job.ID, data, h)
+			seq, dup, err = b.store(ctx, subj, job.ID, data, h)
 			if err != nil && !errors.Is(err, errUnknownOutcome) || dup {
 				b.unreserve(job, res)
 			}
@@ -186,34 +187,116 @@ var errUnknownOutcome = errors.New("outcome unknown")
 // store publishes a job message once and waits for the server's
 // acknowledgement; dup reports that the server already holds the ID.
 // Without a reply it sends the same message again (the ID makes a repeat
-// harmless) until the request timeout; if none ever comes the error wraps
-// errUnknownOutcome, and the job may or may not be stored. A full stream
-// is an error wrapping jobqueue.ErrQueueFull. The request is not canceled
-// by the caller's context: its outcome would be unknown.
-func (b *Backend) store(subj, id string, data []byte, h nats.Header) (uint64, bool, error) {
+// harmless, within the server's two-minute duplicate window) until the
+// request timeout; if none ever comes the error wraps errUnknownOutcome,
+// and the job may or may not be stored. A full stream is an error wrapping
+// jobqueue.ErrQueueFull.
+//
+// Across a disconnect (a server restart, or a failover to another node of
+// a cluster): a request in flight when the connection drops has lost its
+// reply, so it is abandoned at once rather than waited for; while the
+// connection is down nothing is sent; once it is back the message is sent
+// again, and the request timeout counts afresh from the reconnect. A "no
+// responders" reply just after a reconnect (JetStream is still starting
+// or electing a leader; nothing was stored) is retried too. So a Submit
+// made during a failover returns soon after the client reconnects, with
+// the job stored once. Beyond the first send it gives up when ctx ends
+// (an unknown outcome, like the timeout), and at Close.
+func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nats.Header) (uint64, bool, error) {
 	if h == nil {
 		h = nats.Header{}
 	}
 	h[jetstream.MsgIDHeader] = []string{id}
 	deadline := time.Now().Add(b.o.timeout)
-	for try := 0; ; try++ {
-		rctx, cancel := b.reqCtx()
+	sent := false
+	for {
+		change := b.events.changes()
+		if !b.nc.IsConnected() {
+			if b.isClosed() {
+				return 0, false, jobqueue.ErrClosed
+			}
+			if b.nc.IsClosed() {
+				err := fmt.Errorf("jetstream: storing job %s: %w", id, nats.ErrConnectionClosed)
+				if sent {
+					err = fmt.Errorf("%w (%w)", err, errUnknownOutcome)
+				}
+				return 0, false, err
+			}
+			if err := b.awaitConn(ctx, change, deadline, sent); err != nil {
+				return 0, false, fmt.Errorf("jetstream: storing job %s: %w", id, err)
+			}
+			deadline = time.Now().Add(b.o.timeout) // reconnected: the timeout counts afresh
+			continue
+		}
+		rctx, cancel := context.WithDeadline(context.WithoutCancel(b.ctx), deadline)
+		go func() { // a disconnect loses the reply: abandon the request
+			select {
+			case <-change:
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
 		seq, dup, err := b.st.publish(rctx, subj, data, h)
 		cancel()
+		first := !sent
+		sent = true
+		select {
+		case <-change:
+			if err != nil && !isFull(err) && apiCode(err) == 0 {
+				// The connection changed under the request: send it again
+				// once it is up, with the timeout counted afresh.
+				deadline = time.Now().Add(b.o.timeout)
+				continue
+			}
+		default:
+		}
 		switch {
 		case err == nil:
 			// A duplicate on a repeat is this call's own store.
-			return seq, dup && try == 0, nil
+			return seq, dup && first, nil
 		case isFull(err):
 			return 0, false, fmt.Errorf("%w: %v", jobqueue.ErrQueueFull, err)
 		case b.isClosed():
 			return 0, false, jobqueue.ErrClosed
+		case errors.Is(err, jetstream.ErrNoStreamResponse) && b.events.recentReconnect(b.o.timeout) && time.Now().Before(deadline):
+			// JetStream is not serving yet after a reconnect; nothing was stored.
 		case apiCode(err) != 0 || errors.Is(err, jetstream.ErrNoStreamResponse):
 			return 0, false, fmt.Errorf("jetstream: storing job %s: %w", id, err)
 		case time.Now().After(deadline):
 			return 0, false, fmt.Errorf("jetstream: storing job %s: %w (%w)", id, err, errUnknownOutcome)
+		case ctx.Err() != nil:
+			return 0, false, fmt.Errorf("jetstream: storing job %s: %w (%w)", id, ctx.Err(), errUnknownOutcome)
 		}
-		time.Sleep(10 * time.Millisecond)
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// awaitConn waits for the connection to come back (change closes) until
+// deadline or ctx ends; sent says a store was sent already, which makes
+// giving up an unknown outcome.
+func (b *Backend) awaitConn(ctx context.Context, change <-chan struct{}, deadline time.Time, sent bool) error {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	unknown := func(err error) error {
+		if sent {
+			return fmt.Errorf("%w (%w)", err, errUnknownOutcome)
+		}
+		return err
+	}
+	select {
+	case <-change:
+		return nil
+	case <-t.C:
+		return unknown(ErrNotConnected)
+	case <-ctx.Done():
+		return unknown(ctx.Err())
+	case <-b.closing:
+		return jobqueue.ErrClosed
 	}
 }
 

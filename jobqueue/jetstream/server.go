@@ -96,12 +96,12 @@ func (s *Server) Backend(opts ...Option) (*Backend, error) {
 	nopts := []nats.Option{nats.InProcessServer(inProcess{s.ns}), nats.Name("corework-" + o.name), nats.NoEcho(),
 		nats.MaxReconnects(0)}
 	dial := func() (*nats.Conn, error) { return nats.Connect("", nopts...) }
-	watch := newConnWatch(&o)
-	nc, err := nats.Connect("", watch.withWatch(nopts)...)
+	watch, events := newConnWatch(&o), newConnEvents()
+	nc, err := nats.Connect("", events.withEvents(watch.withWatch(nopts))...)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: connecting in-process: %w", err)
 	}
-	return newBackend(nc, o, dial, watch)
+	return newBackend(nc, o, dial, watch, events)
 }
 
 // Shutdown stops the server and waits until it has stopped; connected
@@ -136,8 +136,10 @@ func Embedded(dir string, opts ...Option) (*Backend, error) {
 // Connect returns a Backend connected to the NATS server or cluster at url
 // (a comma-separated list of server URLs is accepted), which must have
 // JetStream enabled. The connection reconnects on its own after a server
-// restart or a failover; calls made while it is down fail and the Queue
-// retries its fetches. It blocks for the connection, bounded by the NATS
+// restart or a failover; while it is down Get, List and Stats fail with
+// ErrNotConnected, the Queue retries its fetches, a Submit waits for the
+// reconnect (within its context and a request timeout) and Wait re-reads
+// its job after it (see "Outages and failovers" in the package comment). It blocks for the connection, bounded by the NATS
 // options (WithNATSOptions).
 func Connect(url string, opts ...Option) (*Backend, error) {
 	o, err := buildOptions(opts)
@@ -148,10 +150,10 @@ func Connect(url string, opts ...Option) (*Backend, error) {
 		nats.ReconnectWait(250 * time.Millisecond)}, o.natsOpts...)
 	nopts = append(nopts, nats.NoEcho())
 	dial := func() (*nats.Conn, error) { return nats.Connect(url, nopts...) }
-	watch := newConnWatch(&o)
-	nc, err := nats.Connect(url, watch.withWatch(nopts)...)
+	watch, events := newConnWatch(&o), newConnEvents()
+	nc, err := nats.Connect(url, events.withEvents(watch.withWatch(nopts))...)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: connecting to %s: %w", url, err)
 	}
-	return newBackend(nc, o, dial, watch)
+	return newBackend(nc, o, dial, watch, events)
 }
