@@ -562,6 +562,10 @@ func TestSlowConsumer(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+	// The flood may have left the queue at its capacity (256 active jobs):
+	// a submit then gets queue_full. Nothing submits any more, so once a
+	// place frees it stays free.
+	waitFor(t, "room in the queue", func() bool { st := e.q.Stats(); return st.Pending+st.Running < 256 })
 	good.sendText(`{"command":"submit_job","task_type":"noop","priority":"critical"}`)
 	good.until("succeeded")
 	if slowErr.Load() == nil {
