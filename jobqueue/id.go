@@ -115,7 +115,7 @@ func IDTime(id string) (time.Time, bool) {
 	var v uint64
 	for i := 0; i < idLen; i++ {
 		d := strings.IndexByte(crockford, id[i])
-		if d < 0 {
+		if d < 0 || i == 0 && d >= 16 { // 13 characters hold 64 bits
 			return time.Time{}, false
 		}
 		if i < 13 {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/corework/corework/jobqueue"
@@ -300,35 +299,17 @@ func (b *Backend) awaitConn(ctx context.Context, change <-chan struct{}, deadlin
 	}
 }
 
-// idEpoch and crockford are those of jobqueue's IDs (see jobqueue.Job.ID).
-var idEpoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-
-const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
-
-// freshID reports whether id has the form of the IDs Queue makes (36
-// characters of Crockford's lower-case base 32: 13 of a 64-bit
-// millisecond-and-counter sequence, 16 random, 7 of the Queue's tag) and
-// its time is not before submitted, the job's SubmittedAt: an ID that
-// Submit made for this very job, which no job can hold yet. An ID from
-// Queue.NewID, made before the Submit that uses it, may be a repeated
-// submission and is looked up. (One made in the same millisecond as its
-// Submit counts as fresh: a repeat that quick is still caught by the
-// server's two-minute duplicate window on the same stream.)
+// freshID reports whether id has the form of the IDs a Queue makes (see
+// jobqueue.IDTime) and its time is not before submitted, the job's
+// SubmittedAt, to the millisecond: an ID that Submit made for this very
+// job, which no job can hold yet. An ID from Queue.NewID or jobqueue.NewID,
+// made before the Submit that uses it, may be a repeated submission and is
+// looked up. (One made in the same millisecond as its Submit counts as
+// fresh: a repeat that quick is still caught by the server's two-minute
+// duplicate window on the same stream.)
 func freshID(id string, submitted time.Time) bool {
-	if len(id) != 36 {
-		return false
-	}
-	var seq uint64
-	for i := 0; i < len(id); i++ {
-		v := strings.IndexByte(crockford, id[i])
-		if v < 0 || i == 0 && v >= 16 {
-			return false
-		}
-		if i < 13 {
-			seq = seq<<5 | uint64(v)
-		}
-	}
-	return int64(seq>>22) >= submitted.Sub(idEpoch).Milliseconds()
+	t, ok := jobqueue.IDTime(id)
+	return ok && !t.Before(submitted.Truncate(time.Millisecond))
 }
 
 // uniqueKey is the state bucket key of owner's UniqueKey key: keys are per

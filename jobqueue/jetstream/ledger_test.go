@@ -31,15 +31,15 @@ func TestFreshID(t *testing.T) {
 		submitted time.Time
 		want      bool
 	}{
-		{id, made.Add(-time.Millisecond), true},      // made by Submit for this job
-		{id, made.Add(5 * time.Millisecond), false},  // from NewID, submitted later: maybe a repeat
-		{id, made.Add(10 * time.Minute), false},      // a retry long after
-		{strings.ToUpper(id), made, false},           // not the Queue's alphabet
-		{id[:20], made, false},                       // the old 20-character form
-		{"order-1234", made, false},                  // a caller's own
-		{"g" + id[1:], time.Time{}.Add(1), false},    // sequence beyond 64 bits
-		{strings.Repeat("0", 36), idEpoch, true},     // time zero, at the epoch
-		{strings.Repeat("0", 35) + "i", made, false}, // 'i' is not Crockford's
+		{id, made.Add(-time.Millisecond), true},                                      // made by Submit for this job
+		{id, made.Add(5 * time.Millisecond), false},                                  // from NewID, submitted later: maybe a repeat
+		{id, made.Add(10 * time.Minute), false},                                      // a retry long after
+		{strings.ToUpper(id), made, false},                                           // not the Queue's alphabet
+		{id[:20], made, false},                                                       // the old 20-character form
+		{"order-1234", made, false},                                                  // a caller's own
+		{"g" + id[1:], time.Time{}.Add(1), false},                                    // sequence beyond 64 bits
+		{strings.Repeat("0", 36), time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), true}, // time zero, at the epoch
+		{strings.Repeat("0", 35) + "i", made, false},                                 // 'i' is not Crockford's
 	} {
 		if got := freshID(tc.id, tc.submitted); got != tc.want {
 			t.Errorf("freshID(%q, %v) = %v, want %v", tc.id, tc.submitted.Sub(made), got, tc.want)
