@@ -79,8 +79,21 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:4222", "TCP address to accept clients on")
 	store := fs.String("store", "", "directory of the server's files (default: a new temporary one)")
+	name := fs.String("name", "", "server name, unique in the cluster (needed with -cluster)")
+	cluster := fs.String("cluster", "", "host:port to accept routes from the other nodes on (makes this server a cluster node)")
+	routes := fs.String("routes", "", "route URLs of the cluster's nodes, comma-separated, such as nats-route://10.0.0.2:6222")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	opts := []jetstream.Option{jetstream.WithListen(*listen)}
+	if *name != "" {
+		opts = append(opts, jetstream.WithServerName(*name))
+	}
+	if *cluster != "" {
+		opts = append(opts, jetstream.WithCluster(*cluster))
+	}
+	if *routes != "" {
+		opts = append(opts, jetstream.WithRoutes(strings.Split(*routes, ",")...))
 	}
 	dir := *store
 	if dir == "" {
@@ -90,11 +103,14 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 		}
 		dir = d
 	}
-	srv, err := jetstream.NewServer(dir, jetstream.WithListen(*listen))
+	srv, err := jetstream.NewServer(dir, opts...)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "server: NATS with JetStream on %s, files in %s; Ctrl-C stops it\n", srv.ClientURL(), dir)
+	if c := srv.ClusterURL(); c != "" {
+		fmt.Fprintf(out, "server: cluster node %s, routes on %s\n", srv.Name(), c)
+	}
 	<-ctx.Done()
 	srv.Shutdown()
 	fmt.Fprintln(out, "server: stopped")
@@ -108,13 +124,14 @@ func work(ctx context.Context, args []string, out io.Writer) error {
 	concurrency := fs.Int("concurrency", runtime.GOMAXPROCS(0), "jobs run at a time")
 	name := fs.String("name", fmt.Sprintf("worker-%d", os.Getpid()), "name reported with each job")
 	quiet := fs.Bool("quiet", false, "do not print a line per job")
+	replicas := fs.Int("replicas", 1, "copies of every stream: 1 on one server, 3 on a three-node cluster")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *concurrency < 1 {
 		return fmt.Errorf("worker: -concurrency %d", *concurrency)
 	}
-	b, err := jetstream.Connect(*url)
+	b, err := jetstream.Connect(*url, jetstream.WithReplicas(*replicas))
 	if err != nil {
 		return err
 	}
@@ -123,6 +140,7 @@ func work(ctx context.Context, args []string, out io.Writer) error {
 	q, err := jobqueue.New(jobqueue.Config{Backend: b, Workers: *concurrency, Retention: retention,
 		ShutdownPolicy: jobqueue.LeavePending})
 	if err != nil {
+		_ = b.Close(context.Background())
 		return err
 	}
 	jobqueue.HandleFunc(q, jobType, func(ctx context.Context, ms int) (result, error) {
@@ -208,15 +226,17 @@ func submit(ctx context.Context, args []string, out io.Writer) error {
 	prio := fs.Int("priority", int(jobqueue.Normal), "priority of the jobs, 0 (low) to 9 (critical)")
 	ms := fs.Int("work", 20, "milliseconds of work per job")
 	wait := fs.Duration("wait", time.Minute, "how long to wait for the jobs to finish")
+	replicas := fs.Int("replicas", 1, "copies of every stream: 1 on one server, 3 on a three-node cluster")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	b, err := jetstream.Connect(*url)
+	b, err := jetstream.Connect(*url, jetstream.WithReplicas(*replicas))
 	if err != nil {
 		return err
 	}
 	q, err := jobqueue.New(jobqueue.Config{Backend: b, NoWorkers: true, Retention: retention})
 	if err != nil {
+		_ = b.Close(context.Background())
 		return err
 	}
 	defer q.Shutdown(context.Background())

@@ -15,6 +15,15 @@
 //	go run ./examples/cluster worker -nats nats://127.0.0.1:4222 -concurrency 4
 //	go run ./examples/cluster submit -nats nats://127.0.0.1:4222 -n 100 -priority 6
 //
+// Three servers form a JetStream cluster (one per machine; here on one
+// machine with three sets of ports); workers and producers then keep three
+// copies of everything with -replicas 3:
+//
+//	go run ./examples/cluster server -name n1 -listen 127.0.0.1:4222 -cluster 127.0.0.1:6222 -store /tmp/n1 \
+//		-routes nats-route://127.0.0.1:6222,nats-route://127.0.0.1:6223,nats-route://127.0.0.1:6224
+//	(n2 and n3 the same with 4223/6223 and 4224/6224)
+//	go run ./examples/cluster worker -replicas 3 -nats nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224
+//
 // submit waits for its jobs and prints how many succeeded, failed or are
 // still pending; it exits with status 1 if any job was lost. Ctrl-C stops
 // any of them cleanly: workers finish their running jobs (the rest stay

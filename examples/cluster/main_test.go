@@ -145,3 +145,88 @@ func TestSubcommands(t *testing.T) {
 		t.Errorf("unknown command = %v, want errUsage", err)
 	}
 }
+
+// TestClusterSubcommands runs three cluster nodes of server, a worker and
+// submit with -replicas 3, as the README's one-machine variant does.
+func TestClusterSubcommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-node cluster: not in -short")
+	}
+	var addrs []string
+	for range 6 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, l.Addr().String())
+		l.Close()
+	}
+	routes := "nats-route://" + addrs[3] + ",nats-route://" + addrs[4] + ",nats-route://" + addrs[5]
+	urls := "nats://" + addrs[0] + ",nats://" + addrs[1] + ",nats://" + addrs[2]
+	srvCtx, stopServers := context.WithCancel(context.Background())
+	defer stopServers()
+	outs := make([]*syncBuffer, 3)
+	serverErrs := make(chan error, 3)
+	for i := range 3 {
+		outs[i] = &syncBuffer{}
+		dir := t.TempDir()
+		go func() {
+			serverErrs <- run(srvCtx, []string{"server", "-name", fmt.Sprintf("n%d", i+1), "-listen", addrs[i],
+				"-cluster", addrs[3+i], "-routes", routes, "-store", dir}, outs[i])
+		}()
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for i := range 3 {
+		for !strings.Contains(outs[i].String(), "cluster node n") {
+			if time.Now().After(deadline) {
+				t.Fatalf("server n%d did not start: %s", i+1, outs[i].String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// The cluster needs a leader before the streams can be created: a
+	// submit of no jobs creates them, and is repeated until it can.
+	for {
+		var out syncBuffer
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := run(ctx, []string{"submit", "-replicas", "3", "-nats", urls, "-n", "0"}, &out)
+		cancel()
+		if err == nil {
+			break
+		}
+		t.Logf("cluster not ready yet: %v", err)
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not ready: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	workCtx, stopWorker := context.WithCancel(context.Background())
+	defer stopWorker()
+	var workerOut, submitOut syncBuffer
+	workerErr := make(chan error, 1)
+	go func() {
+		workerErr <- run(workCtx, []string{"worker", "-replicas", "3", "-nats", urls, "-concurrency", "3", "-name", "only", "-quiet"}, &workerOut)
+	}()
+	sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
+	err := run(sctx, []string{"submit", "-replicas", "3", "-nats", urls, "-n", "20", "-work", "1", "-wait", "50s"}, &submitOut)
+	scancel()
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, submitOut.String())
+	}
+	if !strings.Contains(submitOut.String(), "20 succeeded, 0 failed, 0 canceled, 0 pending, 0 lost") {
+		t.Errorf("submit output:\n%s", submitOut.String())
+	}
+	stopWorker()
+	if err := <-workerErr; err != nil {
+		t.Errorf("worker: %v", err)
+	}
+	if !strings.Contains(workerOut.String(), "only: stopped after 20 jobs") {
+		t.Errorf("worker output:\n%s", workerOut.String())
+	}
+	stopServers()
+	for range 3 {
+		if err := <-serverErrs; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	}
+}

@@ -231,6 +231,35 @@
 //	backend, err := jetstream.Connect("nats://n1:4222,nats://n2:4222,nats://n3:4222",
 //		jetstream.WithReplicas(3), jetstream.WithAckWait(time.Minute))
 //
+// The embedded server does the same without a configuration file: on each
+// node, with its own name and addresses,
+//
+//	srv, err := jetstream.NewServer("/var/lib/corework",
+//		jetstream.WithServerName("n1"),
+//		jetstream.WithListen("0.0.0.0:4222"),
+//		jetstream.WithCluster("10.0.0.1:6222"), // routes from the other nodes
+//		jetstream.WithRoutes("nats-route://10.0.0.1:6222", "nats-route://10.0.0.2:6222",
+//			"nats-route://10.0.0.3:6222"))
+//
+// (examples/cluster server -name -cluster -routes wraps this). Every node
+// needs a name of its own; they share the cluster name (WithClusterName,
+// default "corework") and the list of routes (a node ignores its own).
+// WithReplicas(3) needs three nodes with JetStream, each holding one copy
+// of every stream and bucket, and a majority (two) up to accept and run
+// jobs: with one node down the queue goes on; with two down it stops until
+// one is back, and loses nothing it had accepted. Streams can be created
+// once the cluster has elected a leader, shortly after two nodes are up;
+// a Connect before that fails and should be retried.
+//
+// TestThreeNodeCluster runs three such servers on loopback under a queue
+// with three replicas, abruptly stops the jobs stream's leader mid-run
+// (and restarts it), then the node the client is connected to: no
+// accepted job is lost, and the jobs whose runs were cut by a stop run
+// again (a few per stop; handlers must be idempotent, see above).
+// BenchmarkCluster measures the price of the copies on one machine with
+// two cores (three servers sharing them, loopback TCP): about 5,800 jobs/s
+// with one replica, 2,600 with three.
+//
 // # Costs and limits
 //
 // A job costs one message in the jobs stream, a claim and a final write in

@@ -23,6 +23,10 @@ type options struct {
 	replicas int
 	batch    int
 	listen   string
+	server   string   // WithServerName
+	cluster  string   // WithCluster: the route listen address
+	clname   string   // WithClusterName
+	routes   []string // WithRoutes
 	natsOpts []nats.Option
 	deadMax  int
 	deadAge  time.Duration
@@ -41,6 +45,7 @@ func buildOptions(opts []Option) (options, error) {
 		deadMax:  10_000,
 		deadAge:  7 * 24 * time.Hour,
 		timeout:  10 * time.Second,
+		clname:   "corework",
 	}
 	for _, f := range opts {
 		if f != nil {
@@ -65,6 +70,14 @@ func buildOptions(opts []Option) (options, error) {
 		return o, fmt.Errorf("jetstream: batch %d not positive", o.batch)
 	case o.timeout <= 0:
 		return o, fmt.Errorf("jetstream: request timeout %v not positive", o.timeout)
+	case o.server != "" && !validName(o.server):
+		return o, fmt.Errorf("jetstream: invalid server name %q (letters, digits, '-' and '_' only)", o.server)
+	case !validName(o.clname):
+		return o, fmt.Errorf("jetstream: invalid cluster name %q (letters, digits, '-' and '_' only)", o.clname)
+	case o.cluster == "" && len(o.routes) > 0:
+		return o, fmt.Errorf("jetstream: WithRoutes needs WithCluster (the address to accept routes on)")
+	case o.cluster != "" && o.server == "":
+		return o, fmt.Errorf("jetstream: WithCluster needs WithServerName (a name unique in the cluster)")
 	}
 	return o, nil
 }
@@ -106,7 +119,10 @@ func WithPollInterval(d time.Duration) Option { return func(o *options) { o.poll
 
 // WithReplicas sets the number of replicas of every stream and bucket
 // (1, 3 or 5 in a cluster). The default is 1, the only value a single
-// server accepts.
+// server accepts. n replicas need a cluster of at least n servers with
+// JetStream (WithCluster, or nats-server's own configuration), of which a
+// majority must be up: WithReplicas(3) on three nodes survives the loss of
+// any one. Every process of a queue should use the same value.
 func WithReplicas(n int) Option { return func(o *options) { o.replicas = n } }
 
 // WithBatch bounds the jobs one pull request asks a priority level for.
@@ -118,6 +134,47 @@ func WithBatch(n int) Option { return func(o *options) { o.batch = n } }
 // port, so worker processes can join with Connect. Without it the server
 // accepts in-process connections only.
 func WithListen(hostport string) Option { return func(o *options) { o.listen = hostport } }
+
+// WithServerName names an embedded server (NewServer, Embedded). Every
+// server of a cluster needs a name of its own, such as "n1"; JetStream
+// reports stream leaders and replicas by it. A name holds letters, digits,
+// '-' and '_', at most 32 of them. The default, for a server alone, is
+// "corework-" followed by the queue's name (WithName).
+func WithServerName(name string) Option { return func(o *options) { o.server = name } }
+
+// WithCluster makes an embedded server (NewServer, Embedded) a node of a
+// NATS cluster with JetStream: it accepts routes from the other nodes on
+// hostport, such as "0.0.0.0:6222" or "10.0.0.1:6222", and joins the
+// JetStream cluster named by WithClusterName. It needs WithServerName (a
+// name unique in the cluster) and WithListen (for the clients), and, on
+// every node, WithRoutes naming the others. A clustered JetStream elects a
+// leader once a majority of its nodes is up: NewServer returns as soon as
+// the node accepts clients, and streams can be created once the cluster
+// has a leader (Connect fails until then; retry it).
+//
+// Replicas. Streams and buckets get WithReplicas copies, each on its own
+// node: WithReplicas(3), what a three-node cluster is for, needs three
+// nodes running with JetStream, and a majority of them (two) up for the
+// queue to accept and run jobs; any one node can then fail, or be stopped
+// for maintenance, without losing an accepted job. WithReplicas is given to
+// the backends (Connect), not to the servers. See "A three-node cluster" in
+// the package comment.
+func WithCluster(hostport string) Option { return func(o *options) { o.cluster = hostport } }
+
+// WithClusterName sets the name of the cluster an embedded server joins
+// with WithCluster; every node of one cluster must use the same. The
+// default is "corework".
+func WithClusterName(name string) Option { return func(o *options) { o.clname = name } }
+
+// WithRoutes gives a clustered embedded server (WithCluster) the route URLs
+// of the other nodes, such as "nats-route://10.0.0.2:6222" (nats:// and a
+// bare host:port are accepted too). Listing every node, this one included,
+// is fine: a server ignores a route to itself, so all nodes can share one
+// list. Nodes that are not up yet are retried until they are. The
+// option adds to the routes given before.
+func WithRoutes(urls ...string) Option {
+	return func(o *options) { o.routes = append(o.routes, urls...) }
+}
 
 // WithNATSOptions adds options to the NATS connection that Connect opens
 // (credentials, TLS, reconnect policy). The backend always adds its own
@@ -159,11 +216,11 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 func splitHostPort(hostport string) (string, int, error) {
 	host, p, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return "", 0, fmt.Errorf("jetstream: listen address: %w", err)
+		return "", 0, fmt.Errorf("jetstream: address: %w", err)
 	}
 	port, err := strconv.Atoi(p)
 	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("jetstream: listen port %q", p)
+		return "", 0, fmt.Errorf("jetstream: port %q in %q", p, hostport)
 	}
 	if host == "" {
 		host = "127.0.0.1"

@@ -2,6 +2,8 @@ package jetstream
 
 import (
 	"fmt"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +25,9 @@ type Server struct {
 // dir (created if needed). Jobs stored there survive a restart of the
 // process on the same directory. With WithListen it also accepts TCP
 // clients, so other processes can join with Connect; otherwise only
-// in-process connections (Server.Backend) reach it. It blocks until the
+// in-process connections (Server.Backend) reach it. With WithCluster (and
+// WithServerName, WithRoutes) it is one node of a JetStream cluster; see
+// "A three-node cluster" in the package comment. It blocks until the
 // server is ready, at most ten seconds. The caller must call Shutdown.
 //
 // The server syncs its files to disk every two minutes and on shutdown: a
@@ -57,6 +61,27 @@ func NewServer(dir string, opts ...Option) (*Server, error) {
 			sopts.Port = port
 		}
 	}
+	if o.server != "" {
+		sopts.ServerName = o.server
+	}
+	if o.cluster != "" {
+		if o.listen == "" {
+			return nil, fmt.Errorf("jetstream: WithCluster needs WithListen (a cluster's clients connect over TCP)")
+		}
+		host, port, err := splitHostPort(o.cluster)
+		if err != nil {
+			return nil, err
+		}
+		routes, err := parseRoutes(o.routes)
+		if err != nil {
+			return nil, err
+		}
+		sopts.Cluster = server.ClusterOpts{Name: o.clname, Host: host, Port: port}
+		if port == 0 {
+			sopts.Cluster.Port = server.RANDOM_PORT
+		}
+		sopts.Routes = routes
+	}
 	ns, err := server.NewServer(sopts)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: starting server: %w", err)
@@ -73,6 +98,47 @@ func NewServer(dir string, opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("jetstream: JetStream failed to start in %s", dir)
 	}
 	return &Server{ns: ns, listen: o.listen != ""}, nil
+}
+
+// parseRoutes turns the URLs of WithRoutes into route URLs; a bare
+// host:port is taken as nats-route://host:port.
+func parseRoutes(list []string) ([]*url.URL, error) {
+	var routes []*url.URL
+	for _, r := range list {
+		for _, r := range strings.Split(r, ",") {
+			r = strings.TrimSpace(r)
+			if r == "" {
+				continue
+			}
+			if !strings.Contains(r, "://") {
+				r = "nats-route://" + r
+			}
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("jetstream: route %q: %w", r, err)
+			}
+			if u.Hostname() == "" || u.Port() == "" {
+				return nil, fmt.Errorf("jetstream: route %q needs a host and a port", r)
+			}
+			routes = append(routes, u)
+		}
+	}
+	return routes, nil
+}
+
+// Name returns the server's name (WithServerName), the one JetStream
+// reports stream leaders and replicas by.
+func (s *Server) Name() string { return s.ns.Name() }
+
+// ClusterURL returns the route URL the other nodes of a cluster list in
+// WithRoutes, such as "nats-route://127.0.0.1:6222", or "" if the server is
+// not clustered (no WithCluster).
+func (s *Server) ClusterURL() string {
+	a := s.ns.ClusterAddr()
+	if a == nil {
+		return ""
+	}
+	return "nats-route://" + a.String()
 }
 
 // ClientURL returns the URL other processes pass to Connect, such as
