@@ -82,13 +82,6 @@ func (c *connEvents) reconnected() <-chan struct{} {
 	return c.reconn
 }
 
-// recentReconnect reports whether the connection reconnected within d.
-func (c *connEvents) recentReconnect(d time.Duration) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.reconnect > 0 && time.Since(c.reconnAt) < d
-}
-
 // withEvents appends c's option to opts.
 func (c *connEvents) withEvents(opts []nats.Option) []nats.Option {
 	return append(opts[:len(opts):len(opts)], c.option())

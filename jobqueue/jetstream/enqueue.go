@@ -179,6 +179,10 @@ func (b *Backend) kept(ctx context.Context, job *jobqueue.Job, stored bool) (id 
 	return "", true, fmt.Errorf("jetstream: looking up id %s: %w", job.ID, err)
 }
 
+// errCodeDuplicateInProcess is the server's answer to a message whose ID
+// another send of the same message is still storing (409, 10158).
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
 // errUnknownOutcome marks a store whose reply never came, even to the
 // repeats: the job may be stored.
 var errUnknownOutcome = errors.New("outcome unknown")
@@ -196,8 +200,9 @@ var errUnknownOutcome = errors.New("outcome unknown")
 // reply, so it is abandoned at once rather than waited for; while the
 // connection is down nothing is sent; once it is back the message is sent
 // again, and the request timeout counts afresh from the reconnect. A "no
-// responders" reply just after a reconnect (JetStream is still starting
-// or electing a leader; nothing was stored) is retried too. So a Submit
+// responders" reply (JetStream still starting, or a stream electing a
+// leader: nothing was stored) and a "duplicate message id is in process"
+// reply are retried too, until the request timeout. So a Submit
 // made during a failover returns soon after the client reconnects, with
 // the job stored once. Beyond the first send it gives up when ctx ends
 // (an unknown outcome, like the timeout), and at Close.
@@ -257,8 +262,11 @@ func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nat
 			return 0, false, fmt.Errorf("%w: %v", jobqueue.ErrQueueFull, err)
 		case b.isClosed():
 			return 0, false, jobqueue.ErrClosed
-		case errors.Is(err, jetstream.ErrNoStreamResponse) && b.events.recentReconnect(b.o.timeout) && time.Now().Before(deadline):
-			// JetStream is not serving yet after a reconnect; nothing was stored.
+		case (errors.Is(err, jetstream.ErrNoStreamResponse) || apiCode(err) == errCodeDuplicateInProcess) && time.Now().Before(deadline):
+			// No stream leader took the message (JetStream starting after a
+			// reconnect, or a cluster electing a new leader): nothing was
+			// stored. Or an earlier send of this very message is still
+			// being stored: the next send gets "duplicate". Send again.
 		case apiCode(err) != 0 || errors.Is(err, jetstream.ErrNoStreamResponse):
 			return 0, false, fmt.Errorf("jetstream: storing job %s: %w", id, err)
 		case time.Now().After(deadline):
