@@ -1,8 +1,8 @@
 package jetstream
 
 import (
+	"context"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -13,15 +13,16 @@ import (
 // of the jobs they wait for after a reconnect (Resync), since the events
 // published meanwhile were lost.
 type connEvents struct {
-	mu        sync.Mutex
-	change    chan struct{} // closed and replaced at every disconnect, reconnect and close
-	reconn    chan struct{} // closed and replaced at every reconnect
-	reconnAt  time.Time     // the last reconnect
-	reconnect int           // reconnects so far
+	mu     sync.Mutex
+	epoch  context.Context    // canceled and replaced at every disconnect, reconnect and close
+	end    context.CancelFunc // cancels epoch
+	reconn chan struct{}      // closed and replaced at every reconnect
 }
 
 func newConnEvents() *connEvents {
-	return &connEvents{change: make(chan struct{}), reconn: make(chan struct{})}
+	c := &connEvents{reconn: make(chan struct{})}
+	c.epoch, c.end = context.WithCancel(context.Background())
+	return c
 }
 
 // option installs the handlers; it comes after every other option so that
@@ -58,21 +59,20 @@ func (c *connEvents) option() nats.Option {
 func (c *connEvents) changed(reconnected bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	close(c.change)
-	c.change = make(chan struct{})
+	c.end()
+	c.epoch, c.end = context.WithCancel(context.Background())
 	if reconnected {
 		close(c.reconn)
 		c.reconn = make(chan struct{})
-		c.reconnAt = time.Now()
-		c.reconnect++
 	}
 }
 
-// changes returns a channel closed at the connection's next change.
-func (c *connEvents) changes() <-chan struct{} {
+// current returns a context canceled at the connection's next change, so
+// that a request made under it is abandoned when the connection drops.
+func (c *connEvents) current() context.Context {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.change
+	return c.epoch
 }
 
 // reconnected returns a channel closed at the next reconnect.

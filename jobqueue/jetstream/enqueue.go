@@ -214,7 +214,8 @@ func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nat
 	deadline := time.Now().Add(b.o.timeout)
 	sent := false
 	for {
-		change := b.events.changes()
+		epoch := b.events.current() // canceled when the connection changes
+		change := epoch.Done()
 		if !b.nc.IsConnected() {
 			if b.isClosed() {
 				return 0, false, jobqueue.ErrClosed
@@ -232,14 +233,8 @@ func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nat
 			deadline = time.Now().Add(b.o.timeout) // reconnected: the timeout counts afresh
 			continue
 		}
-		rctx, cancel := context.WithDeadline(context.WithoutCancel(b.ctx), deadline)
-		go func() { // a disconnect loses the reply: abandon the request
-			select {
-			case <-change:
-				cancel()
-			case <-rctx.Done():
-			}
-		}()
+		// A disconnect loses the reply: the epoch's end abandons the request.
+		rctx, cancel := context.WithDeadline(epoch, deadline)
 		seq, dup, err := b.st.publish(rctx, subj, data, h)
 		cancel()
 		first := !sent
