@@ -6,24 +6,6 @@ import (
 	"time"
 )
 
-// Resyncer is implemented by shared backends whose events can be lost: a
-// final event published while this process's connection to the store was
-// down never reaches its waiters. While Wait (or Run) waits for a job of
-// such a backend it re-reads the job's state with Get every
-// ResyncInterval and whenever the channel of Resync closes, so it returns
-// within about an interval of the job's end however many events were lost.
-// A job whose final event arrives costs no extra Get. The memory backend
-// loses no events and does not implement it.
-type Resyncer interface {
-	// Resync returns a channel that is closed when the state of the jobs
-	// should be read again (the backend has just reconnected). Each call
-	// after that returns a new channel, for the next time.
-	Resync() <-chan struct{}
-	// ResyncInterval is how often a waiter reads the state anyway; zero
-	// or negative means only on Resync.
-	ResyncInterval() time.Duration
-}
-
 // Wait blocks until job id reaches a final state or ctx ends, and returns
 // its final snapshot. The error is nil for a succeeded job, a *JobError
 // (matching ErrFailed or ErrCanceled) for a failed or canceled one,
