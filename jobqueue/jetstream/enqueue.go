@@ -53,7 +53,8 @@ func (b *Backend) Enqueue(ctx context.Context, job *jobqueue.Job, quota jobqueue
 	if !job.Priority.Valid() || job.Type == "" {
 		return "", fmt.Errorf("%w: type %q priority %d", jobqueue.ErrInvalidJob, job.Type, job.Priority)
 	}
-	if !freshID(job.ID, job.SubmittedAt) {
+	lookedUp := !freshID(job.ID, job.SubmittedAt)
+	if lookedUp {
 		if id, done, err := b.kept(ctx, job, false); done {
 			return id, err
 		}
@@ -95,6 +96,14 @@ func (b *Backend) Enqueue(ctx context.Context, job *jobqueue.Job, quota jobqueue
 			b.releaseUnique(job, uniqueRev)
 		}
 		if err != nil {
+			if !lookedUp && (errors.Is(err, jobqueue.ErrQuotaExceeded) || errors.Is(err, jobqueue.ErrQueueFull)) {
+				// An ID from Queue.NewID repeated within the millisecond it
+				// was made looks fresh; the job it names, already stored,
+				// may be what fills the quota.
+				if id, done, kerr := b.kept(ctx, job, false); done && kerr == nil {
+					return id, nil
+				}
+			}
 			return "", err
 		}
 		// The ID was stored before: a repeated submission, or an ID that

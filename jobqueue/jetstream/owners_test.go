@@ -316,3 +316,39 @@ func TestRepeatedSubmitAcrossProcesses(t *testing.T) {
 		t.Fatalf("Submitted = %d across both, want 3", st)
 	}
 }
+
+// TestRepeatWithinTheMillisecond repeats a submission whose ID looks
+// fresh (an ID from Queue.NewID, repeated in the millisecond it was made,
+// is not looked up before the quota is checked) while its job fills the
+// owner's quota: the repeat finds the job instead of failing the quota.
+// The ID is made to look fresh for an hour, so the test does not depend on
+// the speed of the machine.
+func TestRepeatWithinTheMillisecond(t *testing.T) {
+	srv := startServer(t)
+	opts := testOptions()
+	q1 := newQueue(t, backend(t, srv, opts), jobqueue.Config{NoWorkers: true})
+	q2 := newQueue(t, backend(t, srv, opts), jobqueue.Config{NoWorkers: true})
+	ctx := testCtx(t)
+	const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
+	v := uint64(time.Now().Add(time.Hour).Sub(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)).Milliseconds()) << 22
+	var head [13]byte
+	for i := 12; i >= 0; i-- {
+		head[i] = crockford[v&31]
+		v >>= 5
+	}
+	id := string(head[:]) + q1.NewID()[13:]
+	if at, ok := jobqueue.IDTime(id); !ok || time.Until(at) < 59*time.Minute {
+		t.Fatalf("%s is not an ID of an hour ahead: %v, %v", id, at, ok)
+	}
+	req := jobqueue.JobRequest{ID: id, Type: "t", Owner: "carol", Quota: jobqueue.Quota{MaxActive: 1}, Payload: sized(8)}
+	for i, q := range []*jobqueue.Queue{q1, q2, q1} {
+		if got, err := q.Submit(ctx, req); got != id || err != nil {
+			t.Fatalf("submission %d of %s = %q, %v", i, id, got, err)
+		}
+	}
+	usageIs(t, q2, "carol", jobqueue.Usage{Active: 1, Bytes: 8})
+	req.Owner = "mallory"
+	if _, err := q2.Submit(ctx, req); !errors.Is(err, jobqueue.ErrInvalidJob) {
+		t.Fatalf("another owner's submission of %s = %v, want ErrInvalidJob", id, err)
+	}
+}
