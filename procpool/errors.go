@@ -61,10 +61,16 @@ type CrashError struct {
 	PID    int              // the dead process
 	State  *os.ProcessState // its wait status; nil if it could not be read
 	Stderr string           // the tail of what it wrote to stderr (at most 4 KiB)
+	// Cause is the last line the worker wrote to stderr that begins with
+	// "fatal error:", "panic:" or "runtime: out of memory", the Go
+	// runtime's reason for dying, which a long goroutine dump pushes out
+	// of Stderr's tail; empty if it wrote none.
+	Cause string
 	Err    error            // what ended it: the wait error, or the protocol error
 }
 
-// Error returns the worker, its exit status and the last line of its stderr.
+// Error returns the worker, its exit status and its Cause, or the last
+// line of its stderr.
 func (e *CrashError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "procpool: worker %d (pid %d) crashed", e.Worker, e.PID)
@@ -77,10 +83,18 @@ func (e *CrashError) Error() string {
 	if e.Err != nil && e.State != nil && !isExitErr(e.Err) {
 		fmt.Fprintf(&b, " (%v)", e.Err)
 	}
-	if tail := lastLine(e.Stderr); tail != "" {
-		fmt.Fprintf(&b, "; stderr: %s", tail)
+	if line := e.stderrLine(); line != "" {
+		fmt.Fprintf(&b, "; stderr: %s", line)
 	}
 	return b.String()
+}
+
+// stderrLine is the line of stderr that best says why the worker died.
+func (e *CrashError) stderrLine() string {
+	if e.Cause != "" {
+		return e.Cause
+	}
+	return lastLine(e.Stderr)
 }
 
 // Unwrap returns ErrWorkerCrashed and the underlying error.

@@ -274,3 +274,87 @@ func TestProtocolFdsProtected(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// oomTask runs its worker out of memory: it caps the process's address
+// space a little above what it maps now (RLIMIT_AS) and allocates far
+// beyond it, so the Go runtime dies with "fatal error: out of memory", as
+// a worker under a memory limit does.
+var oomTask = procpool.Register("test.oom", func(_ context.Context, mb int) (int, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	var vmSize uint64 // in KiB
+	for line := range strings.Lines(string(status)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmSize:" {
+			vmSize, _ = strconv.ParseUint(f[1], 10, 64)
+		}
+	}
+	if vmSize == 0 {
+		return 0, errors.New("no VmSize in /proc/self/status")
+	}
+	limit := vmSize<<10 + 64<<20
+	if err := unix.Setrlimit(unix.RLIMIT_AS, &unix.Rlimit{Cur: limit, Max: limit}); err != nil {
+		return 0, err
+	}
+	var keep [][]byte
+	for range mb {
+		b := make([]byte, 1<<20)
+		for i := range b {
+			if i%4096 == 0 {
+				b[i] = 1
+			}
+		}
+		keep = append(keep, b)
+	}
+	return len(keep), nil
+})
+
+// TestOutOfMemory: a worker that runs out of memory in a task fails that
+// call with ErrWorkerCrashed, whose Cause says why; the calls queued
+// behind it, and the pool, go on.
+func TestOutOfMemory(t *testing.T) {
+	p := newPool(t, procpool.WithWorkers(1), procpool.WithLogger(slog.New(slog.DiscardHandler)))
+	ctx := context.Background()
+	oom := make(chan error, 1)
+	go func() {
+		_, err := oomTask.Call(ctx, p, 1024)
+		oom <- err
+	}()
+	var echoes sync.WaitGroup
+	for i := range 8 {
+		echoes.Go(func() {
+			msg := []byte{byte(i)}
+			if out, err := echoBytes.Call(ctx, p, msg); err != nil || string(out) != string(msg) {
+				t.Errorf("echo %d behind the out-of-memory task: %q, %v", i, out, err)
+			}
+		})
+	}
+	err := <-oom
+	echoes.Wait()
+	var ce *procpool.CrashError
+	if !errors.Is(err, procpool.ErrWorkerCrashed) || !errors.As(err, &ce) {
+		t.Fatalf("out-of-memory call: %v, want a CrashError", err)
+	}
+	// The runtime's reason comes before a goroutine dump longer than the
+	// kept tail of stderr: Cause keeps it. Under the race detector, whose
+	// runtime needs far more address space, the limit ends the worker
+	// with "too many address space collisions" instead.
+	want := "out of memory"
+	if raceEnabled {
+		want = "fatal error: "
+	}
+	if !strings.Contains(ce.Cause, want) || !strings.Contains(err.Error(), want) {
+		t.Errorf("the crash does not say %q: Cause %q, error %v", want, ce.Cause, err)
+	}
+	if ce.State == nil || ce.State.ExitCode() != 2 {
+		t.Errorf("exit state %v, want exit status 2 (the runtime's fatal error)", ce.State)
+	}
+	t.Logf("out-of-memory call: %v", err)
+	if out, err := echoBytes.Call(ctx, p, []byte("after")); err != nil || string(out) != "after" {
+		t.Errorf("call after the crash: %q, %v", out, err)
+	}
+	if st := p.Stats(); st.Crashes != 1 || st.Failed != 1 {
+		t.Errorf("stats %+v, want 1 crash and 1 failure", st)
+	}
+}

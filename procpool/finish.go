@@ -43,7 +43,7 @@ func (w *proc) finish(rerr error) {
 	reason := w.killReason.Load()
 	var ce *CrashError
 	if !orderly && reason != killCancel && reason != killClose {
-		ce = &CrashError{Worker: s.id, PID: w.pid, State: w.cmd.ProcessState, Stderr: w.stderr.Tail()}
+		ce = &CrashError{Worker: s.id, PID: w.pid, State: w.cmd.ProcessState, Stderr: w.stderr.Tail(), Cause: w.stderr.Cause()}
 		switch {
 		case rerr != nil && rerr != io.EOF:
 			ce.Err = rerr

@@ -59,7 +59,7 @@ func (p *Pool) logCrashed(ce *CrashError, tasks, failed, retried, resent int) {
 		attrs = append(attrs, slog.Any("err", ce.Err))
 	}
 	attrs = append(attrs, slog.Int("tasks", tasks), slog.Int("failed", failed), slog.Int("retried", retried), slog.Int("resent", resent))
-	if line := lastLine(ce.Stderr); line != "" {
+	if line := ce.stderrLine(); line != "" {
 		attrs = append(attrs, slog.String("stderr", line))
 	}
 	p.log(slog.LevelWarn, "procpool: worker crashed", attrs...)

@@ -25,7 +25,15 @@ type lineWriter struct {
 
 	tailMu sync.Mutex
 	tail   []byte
+	cause  string // the last line that looks like the runtime's reason to die
 }
+
+// causePrefixes begin the lines in which the Go runtime says why a process
+// dies.
+var causePrefixes = [][]byte{[]byte("fatal error: "), []byte("panic: "), []byte("runtime: out of memory")}
+
+// maxCause bounds a kept cause line.
+const maxCause = 512
 
 func newLineWriter(mu *sync.Mutex, out io.Writer, id int) *lineWriter {
 	return &lineWriter{mu: mu, out: out, prefix: []byte("worker " + strconv.Itoa(id) + ": ")}
@@ -66,6 +74,14 @@ func (l *lineWriter) Flush() {
 }
 
 func (l *lineWriter) emit(line []byte) {
+	for _, p := range causePrefixes {
+		if bytes.HasPrefix(line, p) {
+			l.tailMu.Lock()
+			l.cause = string(line[:min(len(line), maxCause)])
+			l.tailMu.Unlock()
+			break
+		}
+	}
 	l.line = append(append(append(l.line[:0], l.prefix...), line...), '\n')
 	l.mu.Lock()
 	l.out.Write(l.line)
@@ -83,6 +99,14 @@ func (l *lineWriter) keepTail(b []byte) {
 		l.tail = append(l.tail[:0], l.tail[over:]...)
 	}
 	l.tail = append(l.tail, b...)
+}
+
+// Cause returns the last line written that begins like the Go runtime's
+// reason to die ("fatal error: ", "panic: "), or "".
+func (l *lineWriter) Cause() string {
+	l.tailMu.Lock()
+	defer l.tailMu.Unlock()
+	return l.cause
 }
 
 // Tail returns the last bytes written.

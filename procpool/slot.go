@@ -206,7 +206,7 @@ func (w *proc) abort(herr error) error {
 	if errors.As(herr, &ie) {
 		return herr
 	}
-	return &CrashError{Worker: w.s.id, PID: w.pid, State: w.cmd.ProcessState, Stderr: w.stderr.Tail(), Err: herr}
+	return &CrashError{Worker: w.s.id, PID: w.pid, State: w.cmd.ProcessState, Stderr: w.stderr.Tail(), Cause: w.stderr.Cause(), Err: herr}
 }
 
 // initError is a WorkerInit hook's failure reported by a worker.
