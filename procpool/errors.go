@@ -66,7 +66,7 @@ type CrashError struct {
 	// runtime's reason for dying, which a long goroutine dump pushes out
 	// of Stderr's tail; empty if it wrote none.
 	Cause string
-	Err    error            // what ended it: the wait error, or the protocol error
+	Err   error // what ended it: the wait error, or the protocol error
 }
 
 // Error returns the worker, its exit status and its Cause, or the last
