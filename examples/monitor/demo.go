@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/corework/corework/jobqueue"
 	"github.com/corework/corework/monitor"
+	"github.com/corework/corework/pool"
 	"github.com/corework/corework/procpool"
 )
 
@@ -37,25 +39,30 @@ var primesTask = procpool.Register("monitor.primes", func(_ context.Context, n i
 	return count, nil
 })
 
-// demo is the workload of the -demo flag, so that the job-queue and
-// process-pool panels have something to show: a job queue fed a few jobs
-// per second at random priorities, whose "primes" jobs run in a pool of two
+// demo is the workload of the -demo flag, so that every panel of the
+// Grafana dashboard has something to show: a job queue fed a few jobs per
+// second at random priorities, whose "primes" jobs run in a pool of two
 // worker processes and whose "upload" jobs wait on the queue's goroutines
-// and fail now and then (retried, and sometimes failed for good).
+// and fail now and then (retried, and sometimes failed for good); and a
+// goroutine pool of two workers that checksums bursts of buffers, so that
+// tasks queue up and wait now and then.
 type demo struct {
-	pool  *procpool.Pool
-	queue *jobqueue.Queue
-	stop  context.CancelFunc
-	wg    sync.WaitGroup // the feeder
+	procs  *procpool.Pool
+	queue  *jobqueue.Queue
+	hashes *pool.Pool
+	data   []byte // what the hashes tasks read, never written after start
+	stop   context.CancelFunc
+	wg     sync.WaitGroup // the feeder
 }
 
-// demoRate is the number of jobs the demo submits per second.
+// demoRate is the number of jobs the demo submits per second, and of
+// bursts of one to six checksum tasks.
 const demoRate = 20
 
-// startDemo starts the pool, the queue and the goroutine that feeds it;
+// startDemo starts the pools, the queue and the goroutine that feeds them;
 // stopDemo stops them. Worker output goes to stderr.
 func startDemo(stderr io.Writer) (*demo, error) {
-	pool, err := procpool.New(procpool.WithWorkers(2), procpool.WithOutput(stderr))
+	procs, err := procpool.New(procpool.WithWorkers(2), procpool.WithOutput(stderr))
 	if err != nil {
 		return nil, err
 	}
@@ -66,10 +73,10 @@ func startDemo(stderr io.Writer) (*demo, error) {
 		ShutdownPolicy: jobqueue.LeavePending,
 	})
 	if err != nil {
-		pool.Close()
+		procs.Close()
 		return nil, err
 	}
-	q.Handle("primes", jobqueue.ProcPoolHandler(primesTask, pool))
+	q.Handle("primes", jobqueue.ProcPoolHandler(primesTask, procs))
 	jobqueue.HandleFunc(q, "upload", func(ctx context.Context, ms int) (int, error) {
 		select {
 		case <-time.After(time.Duration(ms) * time.Millisecond):
@@ -83,17 +90,22 @@ func startDemo(stderr io.Writer) (*demo, error) {
 	})
 	if err := q.Start(); err != nil {
 		q.Shutdown(context.Background())
-		pool.Close()
+		procs.Close()
 		return nil, err
 	}
+	data := make([]byte, 256<<10)
+	for i := range data {
+		data[i] = byte(rand.Uint32())
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &demo{pool: pool, queue: q, stop: cancel}
+	d := &demo{procs: procs, queue: q, hashes: pool.New(2, pool.WithQueueSize(16)), data: data, stop: cancel}
 	d.wg.Go(func() { d.feed(ctx) })
 	return d, nil
 }
 
-// feed submits demoRate jobs per second until ctx ends. A full queue drops
-// the job: the depth panel shows why.
+// feed submits demoRate jobs and bursts of checksum tasks per second until
+// ctx ends. A full queue or pool drops the job or task: the depth and
+// waiting panels show why.
 func (d *demo) feed(ctx context.Context) {
 	t := time.NewTicker(time.Second / demoRate)
 	defer t.Stop()
@@ -102,6 +114,10 @@ func (d *demo) feed(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		for range 1 + rand.IntN(6) {
+			n := 16<<10 + rand.IntN(len(d.data)-16<<10) // 16 to 256 KiB
+			d.hashes.TryGo(func() { _ = sha256.Sum256(d.data[:n]) })
 		}
 		req := jobqueue.JobRequest{Type: "upload", Priority: jobqueue.Priority(rand.IntN(jobqueue.NumPriorities)),
 			Payload: []byte(strconv.Itoa(5 + rand.IntN(40)))}
@@ -118,19 +134,22 @@ func (d *demo) feed(ctx context.Context) {
 func (d *demo) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		monitor.NewJobQueueCollector("demo", d.queue.Stats),
-		monitor.NewProcPoolCollector("demo", d.pool.Stats),
+		monitor.NewProcPoolCollector("demo", d.procs.Stats),
+		monitor.NewPoolCollector("demo", d.hashes.Stats),
 	}
 }
 
-// stopDemo stops the feeder, shuts the queue down (running jobs finish,
-// pending ones are dropped) and closes the pool after it.
+// stopDemo stops the feeder, closes the goroutine pool (the queued
+// checksums run first), shuts the queue down (running jobs finish, pending
+// ones are dropped) and closes the process pool after it.
 func (d *demo) stopDemo() error {
 	d.stop()
 	d.wg.Wait()
+	d.hashes.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := d.queue.Shutdown(ctx)
-	if cerr := d.pool.Close(); cerr != nil {
+	if cerr := d.procs.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("closing the demo pool: %w", cerr))
 	}
 	return err

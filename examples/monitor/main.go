@@ -2,14 +2,23 @@
 //
 //	go run ./examples/monitor                   # print one snapshot and exit
 //	go run ./examples/monitor monitor           # redraw every -interval until Ctrl-C
-//	go run ./examples/monitor prometheus        # serve /metrics on -addr (:8000) until Ctrl-C
+//	go run ./examples/monitor prometheus        # serve /metrics on -addr (127.0.0.1:8000) until Ctrl-C
 //
-// Flags (after the subcommand): -interval (1s), -addr (:8000), -pids
-// (comma-separated PIDs to watch beside this process and its children),
-// -threads (a row per thread, Linux only), -demo (run a small job queue and
-// a pool of two worker processes beside, so that their metrics and process
-// rows have data). prometheus.yml and grafana/ beside this file scrape and
-// chart the prometheus subcommand.
+// Flags (after the subcommand): -interval (1s), -addr (127.0.0.1:8000),
+// -pids (comma-separated PIDs to watch beside this process and its
+// children), -threads (a row per thread, Linux only), -demo (run a small
+// job queue, a pool of two worker processes and a goroutine pool beside, so
+// that their metrics and process rows have data). -h prints the usage.
+// prometheus.yml and grafana/ beside this file scrape and chart the
+// prometheus subcommand.
+//
+// The prometheus subcommand listens on the loopback interface only, so that
+// only this machine can scrape it. -addr :8000 listens on every interface,
+// for a Prometheus on another machine: the metrics are read-only, but they
+// tell whoever can reach the port the names, PIDs, CPU and memory use of
+// the processes watched and the load of the machine, and nothing asks who
+// is scraping. Put a firewall rule that lets only the Prometheus server in,
+// or a reverse proxy with authentication and TLS, in front of it.
 //
 // The process rows are this process and its child processes (Linux), such
 // as the demo's worker processes, plus the -pids. An application registers
@@ -39,6 +48,10 @@ import (
 	"github.com/corework/corework/procpool"
 )
 
+// defaultAddr is the listen address of the prometheus subcommand without
+// -addr: loopback only (see the package doc before exposing it).
+const defaultAddr = "127.0.0.1:8000"
+
 func main() {
 	procpool.Main() // in a worker process of the -demo pool: serve tasks, then exit
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -59,11 +72,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	fs := flag.NewFlagSet("monitor "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	interval := fs.Duration("interval", time.Second, "sampling interval")
-	addr := fs.String("addr", ":8000", "listen address of the prometheus subcommand")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: monitor [monitor | prometheus] [flags]\n\n"+
+			"  (none)      print one snapshot and exit\n"+
+			"  monitor     redraw every -interval until Ctrl-C\n"+
+			"  prometheus  serve /metrics on -addr until Ctrl-C\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	addr := fs.String("addr", defaultAddr, "listen `address` of the prometheus subcommand (:8000: every interface)")
 	pidList := fs.String("pids", "", "comma-separated PIDs to watch beside this process and its children")
 	threads := fs.Bool("threads", false, "show a row per thread (Linux only)")
-	withDemo := fs.Bool("demo", false, "run a small job queue and process pool to watch")
+	withDemo := fs.Bool("demo", false, "run a small job queue, process pool and goroutine pool to watch")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage is printed, and asking for it is no failure
+		}
 		return err
 	}
 	if fs.NArg() > 0 {

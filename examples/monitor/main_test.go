@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,15 +19,19 @@ import (
 
 	"go.uber.org/goleak"
 
-	dto "github.com/prometheus/client_model/go"
-
-	"github.com/corework/corework/monitor"
-	"github.com/corework/corework/pool"
 	"github.com/corework/corework/procpool"
 )
 
+// mainEnv, set to 1, makes the test binary run main instead of the tests:
+// TestHelp runs it so to see the exit status.
+const mainEnv = "COREWORK_MONITOR_TEST_MAIN"
+
 func TestMain(m *testing.M) {
 	procpool.Main() // the -demo tests start worker processes of this binary
+	if os.Getenv(mainEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -41,6 +49,40 @@ func TestBadArguments(t *testing.T) {
 	for _, args := range [][]string{{"frobnicate"}, {"-interval", "0s"}, {"monitor", "extra"}, {"-pids", "x"}, {"-nope"}} {
 		if err := run(t.Context(), args, io.Discard, io.Discard); err == nil {
 			t.Errorf("run(%q) = nil, want an error", args)
+		}
+	}
+}
+
+// -h and -help print the usage, with the loopback default of -addr, and
+// are no error: run returns nil and the command exits 0, while a bad flag
+// still exits 1.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"-help"}, {"prometheus", "-h"}, {"monitor", "--help"}} {
+		var out, errs strings.Builder
+		if err := run(t.Context(), args, &out, &errs); err != nil {
+			t.Errorf("run(%q) = %v, want nil", args, err)
+		}
+		if u := errs.String(); !strings.Contains(u, "usage: monitor") || !strings.Contains(u, `(default "127.0.0.1:8000")`) || out.Len() != 0 {
+			t.Errorf("run(%q): stdout %q, stderr %q", args, out.String(), u)
+		}
+	}
+	for args, wantCode := range map[string]int{"-h": 0, "-nope": 1} {
+		cmd := exec.CommandContext(t.Context(), os.Args[0], args)
+		cmd.Env = append(os.Environ(), mainEnv+"=1")
+		var errs strings.Builder
+		cmd.Stderr = &errs
+		err := cmd.Run()
+		code := 0
+		if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != wantCode || !strings.Contains(errs.String(), "usage: monitor") {
+			t.Errorf("monitor %s: exit status %d, want %d; stderr %q", args, code, wantCode, errs.String())
+		}
+		if help := strings.Contains(errs.String(), "help requested"); help {
+			t.Errorf("monitor %s: stderr %q", args, errs.String())
 		}
 	}
 }
@@ -68,17 +110,33 @@ func TestMonitorStopsOnCancel(t *testing.T) {
 // checks that it returns nil in time.
 func startPrometheus(t *testing.T, args ...string) (url string, stop func()) {
 	t.Helper()
+	url, stop, err := startServing(t, append([]string{"prometheus", "-addr", "127.0.0.1:0", "-interval", "100ms"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url, stop
+}
+
+// startServing runs run(args), which must start serving on a loopback
+// address, and returns the URL of /metrics and a function that cancels it
+// and checks that it returns nil in time; or run's error if it ended
+// before serving.
+func startServing(t *testing.T, args ...string) (url string, stop func(), err error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{"prometheus", "-addr", "127.0.0.1:0", "-interval", "100ms"}, args...), pw, io.Discard)
+		done <- run(ctx, args, pw, io.Discard)
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if err != nil {
 		cancel()
-		t.Fatal(<-done, err)
+		if rerr := <-done; rerr != nil {
+			return "", nil, rerr
+		}
+		return "", nil, fmt.Errorf("run(%q) returned nil without serving: %v", args, err)
 	}
 	go io.Copy(io.Discard, pr) // drain the rest; ends when pw closes
 	stop = func() {
@@ -98,7 +156,7 @@ func startPrometheus(t *testing.T, args ...string) (url string, stop func()) {
 		stop()
 		t.Fatalf("serving line %q", line)
 	}
-	return url, stop
+	return url, stop, nil
 }
 
 // get returns the body of one scrape of url.
@@ -137,11 +195,42 @@ func TestPrometheusServesAndStops(t *testing.T) {
 	}
 }
 
+// Without -addr, the prometheus subcommand listens on 127.0.0.1:8000 only,
+// and the target of prometheus.yml, localhost:8000, reaches it. (Skipped
+// if something else holds port 8000.)
+func TestPrometheusDefaultAddr(t *testing.T) {
+	cfg, err := os.ReadFile("prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*- targets: \["([^"]+)"\]$`).FindAllStringSubmatch(string(cfg), -1)
+	if len(m) != 1 || m[0][1] != "localhost:8000" {
+		t.Fatalf("prometheus.yml targets %q, want one, localhost:8000", m)
+	}
+	url, stop, err := startServing(t, "prometheus", "-interval", "100ms")
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "listen" {
+		t.Skip("cannot listen on the default address (port 8000 in use?):", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if url != "http://127.0.0.1:8000/metrics" {
+		t.Errorf("serving %s, want http://127.0.0.1:8000/metrics", url)
+	}
+	for _, u := range []string{url, "http://" + m[0][1] + "/metrics"} {
+		if body := get(t, u); !strings.Contains(body, "corework_cpu_usage_ratio") {
+			t.Errorf("%s: no corework_cpu_usage_ratio in %q", u, body)
+		}
+	}
+}
+
 // With -demo, the prometheus subcommand also runs a job queue whose jobs
-// run on goroutines and in two worker processes: /metrics soon shows jobs
-// of both types succeeded, both workers alive, a run-duration histogram and
-// the workers' process rows; cancelling stops it all (goleak checks the
-// goroutines, procpool the processes).
+// run on goroutines and in two worker processes, and a goroutine pool:
+// /metrics soon shows jobs of both types succeeded, both workers alive, a
+// run-duration histogram, the workers' process rows and pool tasks done;
+// cancelling stops it all (goleak checks the goroutines, procpool the
+// processes).
 func TestPrometheusDemo(t *testing.T) {
 	url, stop := startPrometheus(t, "-demo")
 	defer stop()
@@ -151,6 +240,8 @@ func TestPrometheusDemo(t *testing.T) {
 		regexp.MustCompile(`(?m)^corework_jobqueue_run_duration_seconds_bucket\{queue="demo",type="primes",le="\+Inf"\} [1-9]`),
 		regexp.MustCompile(`(?m)^corework_procpool_workers_alive\{pool="demo"\} 2$`),
 		regexp.MustCompile(`(?m)^corework_procpool_worker_tasks_total\{pool="demo",worker="1"\} [1-9]`),
+		regexp.MustCompile(`(?m)^corework_pool_tasks_completed_total\{pool="demo"\} [1-9]`),
+		regexp.MustCompile(`(?m)^corework_pool_size\{pool="demo"\} 2$`),
 		// This process and its two workers, the children.
 		regexp.MustCompile(`(?m)(^corework_process_last_cpu\{.*\n){3}`),
 	}
@@ -289,51 +380,11 @@ func TestMetricNames(t *testing.T) {
 	}
 }
 
-// Every PromQL expression of the dashboard uses only names the registry of
-// the prometheus subcommand exports with -demo (a job queue and a process
-// pool), plus those of a goroutine pool collector.
+// Every PromQL expression of the dashboard (panel targets and the
+// label_values of query variables) uses only names that the prometheus
+// subcommand serves on /metrics with -demo, once its workload has run a
+// little: so every panel has data.
 func TestDashboardUsesExportedMetrics(t *testing.T) {
-	s, err := monitor.NewSampler(monitor.WithMinWindow(10 * time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dm, err := startDemo(io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := dm.stopDemo(); err != nil {
-			t.Error(err)
-		}
-	}()
-	// The per-worker last CPU is exported while a worker process runs, the
-	// wait histogram of a priority once a job has started at it.
-	for deadline := time.Now().Add(10 * time.Second); dm.pool.Stats().Alive < 2 || dm.queue.Stats().Wait.Count == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("demo not started: %+v, %d jobs started", dm.pool.Stats(), dm.queue.Stats().Wait.Count)
-		}
-	}
-	reg, err := newRegistry(s, append(dm.collectors(), monitor.NewPoolCollector("images", func() pool.Stats { return pool.Stats{} }))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exported := map[string]bool{}
-	for _, f := range fams {
-		exported[f.GetName()] = true
-		switch f.GetType() {
-		case dto.MetricType_HISTOGRAM:
-			exported[f.GetName()+"_bucket"] = true
-			fallthrough
-		case dto.MetricType_SUMMARY:
-			exported[f.GetName()+"_sum"] = true
-			exported[f.GetName()+"_count"] = true
-		}
-	}
-
 	d := readDashboard(t)
 	list := exprs(t, d)
 	if len(list) < 10 {
@@ -347,8 +398,32 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 		}
 		for _, n := range names {
 			used[n] = true
-			if !exported[n] {
-				t.Errorf("%s (in %q) is not exported", n, e)
+		}
+	}
+
+	url, stop := startPrometheus(t, "-demo")
+	defer stop()
+	// Some series come later than others: a worker's last CPU once it
+	// runs, a wait histogram per priority once a job has started at it,
+	// retries once an upload failed.
+	var missing []string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		served := scrapedNames(get(t, url))
+		missing = missing[:0]
+		for n := range used {
+			if !served[n] {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	slices.Sort(missing)
+	for _, n := range missing {
+		for _, e := range list {
+			if slices.Contains(metricNames(e), n) {
+				t.Errorf("%s (in %q) is not served with -demo", n, e)
 			}
 		}
 	}
@@ -361,6 +436,21 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 			t.Errorf("dashboard does not chart %s", n)
 		}
 	}
+}
+
+// scrapedNames returns the names of the samples of a text exposition
+// (histograms give their _bucket, _sum and _count names).
+func scrapedNames(body string) map[string]bool {
+	names := map[string]bool{}
+	for line := range strings.Lines(body) {
+		if line = strings.TrimSpace(line); line == "" || line[0] == '#' {
+			continue
+		}
+		if i := strings.IndexAny(line, "{ "); i > 0 {
+			names[line[:i]] = true
+		}
+	}
+	return names
 }
 
 // The data source is a template variable: no __inputs, and every panel and
