@@ -155,6 +155,12 @@ func streamsCurrent(t *testing.T, js njs.JetStream, within time.Duration) {
 	}
 }
 
+// span is one Submit: when it started and ended, and whether it succeeded.
+type span struct {
+	start, end time.Time
+	ok         bool
+}
+
 // TestThreeNodeCluster runs a queue with three replicas on a three-node
 // cluster, abruptly stops the jobs stream's leader mid-run (and restarts
 // it), then the node the client is connected to (and restarts it), while
@@ -168,6 +174,11 @@ func TestThreeNodeCluster(t *testing.T) {
 		minJobs = 500
 		maxJobs = 3000
 		bound   = 2 * time.Minute // from the first Submit to the last job succeeded
+		// Once a Submit started later has succeeded (the connection is
+		// back and the stream has a leader), one still waiting returns
+		// within this: it resends after 2 s without a reply, where the 10 s
+		// request timeout would fail it.
+		maxStuck = 4 * time.Second
 	)
 	nodes := startCluster(t)
 	byName := map[string]*node{}
@@ -177,6 +188,10 @@ func TestThreeNodeCluster(t *testing.T) {
 	name := uniqueName()
 	var connected atomic.Value // the name of the server the backend is connected to
 	connected.Store(nodes[0].name)
+	var (
+		mu         sync.Mutex
+		reconnects []time.Time // when the backend's connection came back
+	)
 	var b *jetstream.Backend
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -185,6 +200,9 @@ func TestThreeNodeCluster(t *testing.T) {
 			jetstream.WithAckWait(2*time.Second), jetstream.WithPollInterval(100*time.Millisecond),
 			jetstream.WithNATSOptions(nats.DontRandomize(), nats.ReconnectHandler(func(nc *nats.Conn) {
 				connected.Store(nc.ConnectedServerName())
+				mu.Lock()
+				reconnects = append(reconnects, time.Now())
+				mu.Unlock()
 			})))
 		if err == nil {
 			break
@@ -194,7 +212,6 @@ func TestThreeNodeCluster(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	var mu sync.Mutex
 	runs := map[string]int{}
 	q := newQueue(t, b, jobqueue.Config{Workers: 16, Retention: jobqueue.Retention{MaxJobs: 100_000, MaxAge: time.Hour}})
 	q.Handle("work", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
@@ -217,6 +234,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	var (
 		accepted   []string
 		submitErrs []error
+		spans      []span // each Submit's
 		faultsDone atomic.Bool
 		count      atomic.Int64
 	)
@@ -228,9 +246,12 @@ func TestThreeNodeCluster(t *testing.T) {
 			defer wg.Done()
 			for count.Load() < maxJobs && !(faultsDone.Load() && count.Load() >= minJobs) {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				t0 := time.Now()
 				id, err := q.Submit(ctx, jobqueue.JobRequest{Type: "work"})
+				t1 := time.Now()
 				cancel()
 				mu.Lock()
+				spans = append(spans, span{t0, t1, err == nil})
 				if err != nil {
 					submitErrs = append(submitErrs, err)
 				} else {
@@ -311,11 +332,35 @@ func TestThreeNodeCluster(t *testing.T) {
 			extra += n - 1
 		}
 	}
+	// The longest Submit; the longest time a Submit took to return after
+	// the connection it waited on came back; and the longest a Submit
+	// stayed blocked after one started later had succeeded (the stream
+	// took jobs again, but this one was still waiting).
+	var longest, afterReconnect, stuck time.Duration
+	for _, sp := range spans {
+		longest = max(longest, sp.end.Sub(sp.start))
+		for _, r := range reconnects {
+			if r.After(sp.start) && r.Before(sp.end) {
+				afterReconnect = max(afterReconnect, sp.end.Sub(r))
+			}
+		}
+		for _, o := range spans {
+			if o.ok && o.start.After(sp.start) && o.end.Before(sp.end) {
+				stuck = max(stuck, sp.end.Sub(o.end))
+			}
+		}
+	}
+	nreconnects := len(reconnects)
 	mu.Unlock()
 	t.Logf("three-node cluster: %d accepted, %d lost, %d run more than once (%d extra runs), %d Submit errors, %v from the first Submit to the last success (bound %v)",
 		len(accepted), len(lost), dups, extra, len(submitErrs), elapsed.Round(time.Millisecond), bound)
+	t.Logf("longest Submit %v; %d reconnects, longest return after one %v; longest blocked after a later Submit succeeded %v (bound %v)",
+		longest.Round(time.Millisecond), nreconnects, afterReconnect.Round(time.Millisecond), stuck.Round(time.Millisecond), maxStuck)
 	for _, err := range submitErrs {
-		t.Logf("Submit error: %v", err)
+		t.Errorf("Submit error: %v", err)
+	}
+	if stuck > maxStuck {
+		t.Errorf("a Submit stayed blocked %v after a later one succeeded, bound %v", stuck, maxStuck)
 	}
 	if len(lost) > 0 {
 		t.Errorf("%d accepted jobs lost: %v", len(lost), lost[:min(len(lost), 10)])

@@ -198,11 +198,12 @@ var errUnknownOutcome = errors.New("outcome unknown")
 
 // store publishes a job message once and waits for the server's
 // acknowledgement; dup reports that the server already holds the ID.
-// Without a reply it sends the same message again (the ID makes a repeat
-// harmless, within the server's two-minute duplicate window) until the
-// request timeout; if none ever comes the error wraps errUnknownOutcome,
-// and the job may or may not be stored. A full stream is an error wrapping
-// jobqueue.ErrQueueFull.
+// Without a reply within resendEvery it sends the same message again (the
+// ID makes a repeat harmless, within the server's two-minute duplicate
+// window) until it gives up: at ctx's deadline, or, for a ctx without one,
+// when the request timeout has passed. If no reply ever comes the error
+// wraps errUnknownOutcome, and the job may or may not be stored. A full
+// stream is an error wrapping jobqueue.ErrQueueFull.
 //
 // Across a disconnect (a server restart, or a failover to another node of
 // a cluster): a request in flight when the connection drops has lost its
@@ -211,16 +212,18 @@ var errUnknownOutcome = errors.New("outcome unknown")
 // again, and the request timeout counts afresh from the reconnect. A "no
 // responders" reply (JetStream still starting, or a stream electing a
 // leader: nothing was stored) and a "duplicate message id is in process"
-// reply are retried too, until the request timeout. So a Submit
-// made during a failover returns soon after the client reconnects, with
-// the job stored once. Beyond the first send it gives up when ctx ends
-// (an unknown outcome, like the timeout), and at Close.
+// reply are retried too. A message sent while its stream has no leader
+// gets no reply even after one is elected; the resend finds the new
+// leader. So a Submit made during a failover returns soon after the client
+// reconnects and the stream has a leader, with the job stored once.
+// Beyond the first send it gives up when ctx ends (an unknown outcome,
+// like the timeout; seen within resendEvery), and at Close.
 func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nats.Header) (uint64, bool, error) {
 	if h == nil {
 		h = nats.Header{}
 	}
 	h[jetstream.MsgIDHeader] = []string{id}
-	deadline := time.Now().Add(b.o.timeout)
+	deadline := b.giveUpAt(ctx)
 	sent := false
 	for {
 		epoch := b.events.current() // canceled when the connection changes
@@ -239,11 +242,18 @@ func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nat
 			if err := b.awaitConn(ctx, change, deadline, sent); err != nil {
 				return 0, false, fmt.Errorf("jetstream: storing job %s: %w", id, err)
 			}
-			deadline = time.Now().Add(b.o.timeout) // reconnected: the timeout counts afresh
+			deadline = b.giveUpAt(ctx) // reconnected: the timeout counts afresh
 			continue
 		}
-		// A disconnect loses the reply: the epoch's end abandons the request.
-		rctx, cancel := context.WithDeadline(epoch, deadline)
+		// A disconnect loses the reply: the epoch's end abandons the
+		// request. A message sent while a stream has no leader gets no
+		// reply at all, even once one is elected: without a reply within
+		// resendEvery, the message is sent again.
+		tryEnd := time.Now().Add(resendEvery)
+		if deadline.Before(tryEnd) {
+			tryEnd = deadline
+		}
+		rctx, cancel := context.WithDeadline(epoch, tryEnd)
 		seq, dup, err := b.st.publish(rctx, subj, data, h)
 		cancel()
 		first := !sent
@@ -253,7 +263,7 @@ func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nat
 			if err != nil && !isFull(err) && apiCode(err) == 0 {
 				// The connection changed under the request: send it again
 				// once it is up, with the timeout counted afresh.
-				deadline = time.Now().Add(b.o.timeout)
+				deadline = b.giveUpAt(ctx)
 				continue
 			}
 		default:
@@ -285,6 +295,20 @@ func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nat
 			t.Stop()
 		}
 	}
+}
+
+// resendEvery is how long store waits for the reply to one send of a job
+// before sending it again (the message ID makes a repeat harmless).
+const resendEvery = time.Second
+
+// giveUpAt is when a store that starts (or starts again after a reconnect)
+// now stops trying: ctx's deadline, or the request timeout from now for a
+// ctx without one.
+func (b *Backend) giveUpAt(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(b.o.timeout)
 }
 
 // awaitConn waits for the connection to come back (change closes) until
