@@ -6,14 +6,69 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
+	"github.com/corework/corework/examples/internal/access"
 	"github.com/corework/corework/jobqueue"
 )
 
 // sseWriteTimeout bounds each write to an event stream, so a client that
-// stops reading cannot hold its handler forever.
+// stops reading cannot hold its handler forever. An event stream is
+// exempt from the http.Server's WriteTimeout and ReadTimeout, which bound
+// a whole request: its heartbeat keeps it alive, this deadline cuts off a
+// reader that stops reading, and the caps of streamCaps bound how many are
+// open.
 const sseWriteTimeout = 10 * time.Second
+
+// streamCaps counts the open event streams, per principal and in total.
+type streamCaps struct {
+	perPrincipal, total int // the caps; positive
+
+	mu      sync.Mutex
+	open    map[string]int // by principal name; no zero entries
+	n       int            // open streams
+	refused int64          // streams refused by a cap
+}
+
+// acquire takes a stream for name and returns "", or returns why it
+// cannot (a cap is reached), for the message of the 503.
+func (c *streamCaps) acquire(name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.open[name] >= c.perPrincipal:
+		c.refused++
+		return fmt.Sprintf("you have %d event streams open, the most allowed; close one or poll", c.open[name])
+	case c.n >= c.total:
+		c.refused++
+		return fmt.Sprintf("the server has %d event streams open, the most allowed; retry later or poll", c.n)
+	}
+	c.open[name]++
+	c.n++
+	return ""
+}
+
+func (c *streamCaps) release(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open[name]--; c.open[name] <= 0 {
+		delete(c.open, name)
+	}
+	c.n--
+}
+
+// streamStats is the "streams" object of GET /stats.
+type streamStats struct {
+	Open    int   `json:"open"`
+	Refused int64 `json:"refused"`
+}
+
+func (c *streamCaps) stats() streamStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return streamStats{Open: c.n, Refused: c.refused}
+}
 
 // jobEvents streams one job's events as server-sent events:
 //
@@ -25,14 +80,28 @@ const sseWriteTimeout = 10 * time.Second
 // follows the live events and ends after the final one. It also ends when
 // the client goes away or the server shuts down; a comment line every
 // heartbeat keeps an idle stream open through proxies.
+//
+// Someone else's job is a 404, as in getJob. A principal with
+// serverConfig.MaxStreams streams open, or a server with MaxStreamsTotal,
+// gets 503 with Retry-After.
 func (s *server) jobEvents(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	ctx := r.Context()
+	p := principal(r)
+	if why := s.streams.acquire(p.Name); why != "" {
+		w.Header().Set("Retry-After", streamRetryAfter)
+		writeError(w, http.StatusServiceUnavailable, "too_many_streams", why)
+		return
+	}
+	defer s.streams.release(p.Name)
 	// Subscribe first, then read the job: an event may repeat what the
 	// snapshot showed (the gate drops those), but none is missed.
 	sub := s.q.Subscribe(jobqueue.EventFilter{JobID: id, Buffer: 256})
 	defer sub.Close()
 	info, err := s.q.Get(ctx, id)
+	if err == nil && !access.Sees(p, info.Owner) {
+		err = jobqueue.ErrNotFound
+	}
 	if err != nil {
 		writeQueueError(w, err)
 		return
@@ -42,8 +111,15 @@ func (s *server) jobEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	rc := http.NewResponseController(w)
+	// Lift the http.Server's ReadTimeout (which would end the request's
+	// context) and WriteTimeout (which would fail the writes) for this
+	// stream: each write below sets its own deadline. The errors are
+	// ignored: a writer without deadlines (httptest) keeps the server's.
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	w.WriteHeader(http.StatusOK)
-	sse := &sseWriter{w: w, rc: http.NewResponseController(w)}
+	sse := &sseWriter{w: w, rc: rc}
 
 	for _, ev := range replay(info) {
 		sse.event(ev.Kind.String(), ev)
@@ -145,7 +221,7 @@ func (s *sseWriter) flush() error {
 // start, and its last progress while it runs, its retry while it waits for
 // one, or its final event.
 func replay(info jobqueue.JobInfo) []jobqueue.Event {
-	base := jobqueue.Event{JobID: info.ID, Type: info.Type, Priority: info.Priority, Attempt: info.Attempts}
+	base := jobqueue.Event{JobID: info.ID, Type: info.Type, Owner: info.Owner, Priority: info.Priority, Attempt: info.Attempts}
 	queued := base
 	queued.Kind, queued.State, queued.Time, queued.Attempt = jobqueue.EventQueued, jobqueue.StatePending, info.SubmittedAt, 0
 	if info.State == jobqueue.StateScheduled {

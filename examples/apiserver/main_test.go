@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corework/corework/examples/internal/access"
 	"github.com/corework/corework/jobqueue"
 	"github.com/corework/corework/wsbridge"
 	"go.uber.org/goleak"
@@ -71,12 +72,21 @@ func (e *env) do(method, path, contentType, body string) (int, http.Header, []by
 
 func do(t *testing.T, c *http.Client, method, url, contentType, body string) (int, http.Header, []byte) {
 	t.Helper()
+	return doAs(t, c, "", method, url, contentType, body)
+}
+
+// doAs is do with "Authorization: Bearer token", unless token is empty.
+func doAs(t *testing.T, c *http.Client, token, method, url, contentType, body string) (int, http.Header, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -491,18 +501,17 @@ func TestListAndStats(t *testing.T) {
 }
 
 func TestWebSocket(t *testing.T) {
-	// The WebSocket client is an operator: a job submitted over REST has no
-	// owner, and only an operator sees the jobs of others.
-	ws := wsbridge.Config{Authenticate: wsbridge.OptionalTokenAuth(map[string]wsbridge.Principal{
-		"op-token": {Name: "op", Operator: true},
-	})}
-	e := newEnv(t, jobqueue.Config{Workers: 1}, serverConfig{WS: ws}, true)
+	// Without tokens the WebSocket client is access.Local, as every REST
+	// request is: each sees the other's jobs.
+	e := newEnv(t, jobqueue.Config{Workers: 1}, serverConfig{}, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := wsbridge.Dial(ctx, "ws"+strings.TrimPrefix(e.hs.URL, "http")+"/ws", wsbridge.WithReconnect(0, 0),
-		wsbridge.WithToken("op-token"))
+	c, err := wsbridge.Dial(ctx, "ws"+strings.TrimPrefix(e.hs.URL, "http")+"/ws", wsbridge.WithReconnect(0, 0))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.Principal() != access.Local.Name {
+		t.Fatalf("WebSocket principal %q, want %q", c.Principal(), access.Local.Name)
 	}
 	defer c.Close()
 	id, err := c.Submit(ctx, jobqueue.JobRequest{Type: "fibonacci", Payload: []byte(`{"n":30}`)})
@@ -701,5 +710,25 @@ func TestFlags(t *testing.T) {
 	}
 	if code := cli([]string{"-addr", "127.0.0.1:notaport"}, &stderr); code != 1 || !strings.Contains(stderr.String(), "apiserver:") {
 		t.Fatalf("bad address: exit %d\n%s", code, stderr.String())
+	}
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-max-active", "0"}, 2, "apiserver: -max-active 0: must be positive"},
+		{[]string{"-max-payload-bytes", "-5"}, 2, "apiserver: -max-payload-bytes -5: must be positive"},
+		{[]string{"-max-streams", "0"}, 2, "apiserver: -max-streams 0: must be positive"},
+		{[]string{"-max-streams-total", "0"}, 2, "apiserver: -max-streams-total 0: must be positive"},
+		{[]string{"-write-timeout", "0s"}, 2, "apiserver: -write-timeout 0s: must be positive"},
+		{[]string{"-max-body", "0"}, 2, "apiserver: -max-body 0: must be positive"},
+		{[]string{"-workers", "-1"}, 2, "apiserver: -workers: must not be negative"},
+		{[]string{"-max-active", "many"}, 2, `invalid value "many" for flag -max-active`},
+		{[]string{"-tokens", "/nonexistent/tokens"}, 1, "apiserver: -tokens: open /nonexistent/tokens"},
+	} {
+		stderr.Reset()
+		if code := cli(c.args, &stderr); code != c.code || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%q: exit %d, want %d with %q\n%s", c.args, code, c.code, c.want, stderr.String())
+		}
 	}
 }
