@@ -43,13 +43,18 @@ func freeAddrs(t testing.TB, n int) []string {
 type node struct {
 	name, dir, client, route string
 	routes                   []string
+	token                    string // WithToken, if not empty
 	srv                      *jetstream.Server
 }
 
 func (n *node) start(t testing.TB) {
 	t.Helper()
-	s, err := jetstream.NewServer(n.dir, jetstream.WithServerName(n.name), jetstream.WithListen(n.client),
-		jetstream.WithCluster(n.route), jetstream.WithRoutes(n.routes...))
+	opts := []jetstream.Option{jetstream.WithServerName(n.name), jetstream.WithListen(n.client),
+		jetstream.WithCluster(n.route), jetstream.WithRoutes(n.routes...)}
+	if n.token != "" {
+		opts = append(opts, jetstream.WithToken(n.token))
+	}
+	s, err := jetstream.NewServer(n.dir, opts...)
 	if err != nil {
 		t.Fatalf("starting %s: %v", n.name, err)
 	}
@@ -67,6 +72,13 @@ func (n *node) stop() {
 // JetStream has a meta leader.
 func startCluster(t testing.TB) []*node {
 	t.Helper()
+	return startClusterWithToken(t, "")
+}
+
+// startClusterWithToken is startCluster with every node given
+// WithToken(token), unless token is empty.
+func startClusterWithToken(t testing.TB, token string) []*node {
+	t.Helper()
 	addrs := freeAddrs(t, 6)
 	var routes []string
 	for i := range 3 {
@@ -74,7 +86,7 @@ func startCluster(t testing.TB) []*node {
 	}
 	nodes := make([]*node, 3)
 	for i := range nodes {
-		nodes[i] = &node{name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), client: addrs[i], route: addrs[3+i], routes: routes}
+		nodes[i] = &node{name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), client: addrs[i], route: addrs[3+i], routes: routes, token: token}
 		nodes[i].start(t)
 	}
 	t.Cleanup(func() {
@@ -82,7 +94,7 @@ func startCluster(t testing.TB) []*node {
 			n.stop()
 		}
 	})
-	nc, err := nats.Connect(clusterURLs(nodes))
+	nc, err := nats.Connect(clusterURLs(nodes), nats.Token(token))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -251,6 +251,16 @@
 // once the cluster has elected a leader, shortly after two nodes are up;
 // a Connect before that fails and should be retried.
 //
+// A server listening on an address other machines reach serves whoever
+// connects: any of them could read, change or delete every job. Give every
+// node and every worker and producer the same WithToken (or configure
+// authorization in nats-server.conf): the nodes then accept only clients
+// and routes that present it. The token and the jobs travel in clear: keep
+// the nodes on a private network, or add TLS (WithNATSOptions on the
+// clients, a nats-server of your own for the server side). TestToken and
+// TestTokenCluster check that clients without the token are refused and
+// that a cluster with one still forms.
+//
 // TestThreeNodeCluster runs three such servers on loopback under a queue
 // with three replicas, abruptly stops the jobs stream's leader mid-run
 // (and restarts it), then the node the client is connected to: no

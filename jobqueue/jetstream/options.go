@@ -27,6 +27,7 @@ type options struct {
 	cluster  string   // WithCluster: the route listen address
 	clname   string   // WithClusterName
 	routes   []string // WithRoutes
+	token    string   // WithToken
 	natsOpts []nats.Option
 	deadMax  int
 	deadAge  time.Duration
@@ -76,6 +77,10 @@ func buildOptions(opts []Option) (options, error) {
 		return o, fmt.Errorf("jetstream: invalid cluster name %q (letters, digits, '-' and '_' only)", o.clname)
 	case o.cluster == "" && len(o.routes) > 0:
 		return o, fmt.Errorf("jetstream: WithRoutes needs WithCluster (the address to accept routes on)")
+	case o.token != "" && len(o.token) < minTokenLen:
+		return o, fmt.Errorf("jetstream: token of %d characters; want at least %d", len(o.token), minTokenLen)
+	case o.token != "" && strings.ContainsAny(o.token, " \t\r\n@:/"):
+		return o, fmt.Errorf("jetstream: token holds a space, '@', ':' or '/'")
 	case o.cluster != "" && o.server == "":
 		return o, fmt.Errorf("jetstream: WithCluster needs WithServerName (a name unique in the cluster)")
 	}
@@ -175,6 +180,22 @@ func WithClusterName(name string) Option { return func(o *options) { o.clname = 
 func WithRoutes(urls ...string) Option {
 	return func(o *options) { o.routes = append(o.routes, urls...) }
 }
+
+// WithToken makes an embedded server (NewServer, Embedded) accept only
+// clients that present token, and the nodes of a cluster (WithCluster)
+// accept only routes that present it too; Connect and Server.Backend
+// present it. Every server and every process of one queue use the same
+// token, of at least 16 characters (`head -c 20 /dev/urandom | base32`
+// makes one). Without it a server that listens on an address other
+// machines can reach lets them read, change and delete every job: use it
+// whenever WithListen or WithCluster is not a loopback address. The token
+// travels in clear over the network, like the jobs: beyond a private
+// network, add TLS (WithNATSOptions on the clients; the server's TLS is
+// configured in a nats-server of its own).
+func WithToken(token string) Option { return func(o *options) { o.token = token } }
+
+// minTokenLen is the shortest token WithToken accepts.
+const minTokenLen = 16
 
 // WithNATSOptions adds options to the NATS connection that Connect opens
 // (credentials, TLS, reconnect policy). The backend always adds its own

@@ -18,6 +18,7 @@ import (
 type Server struct {
 	ns     *server.Server
 	listen bool
+	token  string // WithToken
 	once   sync.Once
 }
 
@@ -51,6 +52,9 @@ func NewServer(dir string, opts ...Option) (*Server, error) {
 		NoLog:      true,
 		DontListen: o.listen == "",
 	}
+	if o.token != "" {
+		sopts.Authorization = o.token
+	}
 	if o.listen != "" {
 		host, port, err := splitHostPort(o.listen)
 		if err != nil {
@@ -72,11 +76,14 @@ func NewServer(dir string, opts ...Option) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		routes, err := parseRoutes(o.routes)
+		routes, err := parseRoutes(o.routes, o.token)
 		if err != nil {
 			return nil, err
 		}
 		sopts.Cluster = server.ClusterOpts{Name: o.clname, Host: host, Port: port}
+		if o.token != "" {
+			sopts.Cluster.Username, sopts.Cluster.Password = routeUser, o.token
+		}
 		if port == 0 {
 			sopts.Cluster.Port = server.RANDOM_PORT
 		}
@@ -97,12 +104,17 @@ func NewServer(dir string, opts ...Option) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("jetstream: JetStream failed to start in %s", dir)
 	}
-	return &Server{ns: ns, listen: o.listen != ""}, nil
+	return &Server{ns: ns, listen: o.listen != "", token: o.token}, nil
 }
 
+// routeUser is the user name the nodes of a cluster with a token present
+// to each other, the token being the password.
+const routeUser = "corework"
+
 // parseRoutes turns the URLs of WithRoutes into route URLs; a bare
-// host:port is taken as nats-route://host:port.
-func parseRoutes(list []string) ([]*url.URL, error) {
+// host:port is taken as nats-route://host:port. With a token, a route
+// without credentials gets routeUser and the token.
+func parseRoutes(list []string, token string) ([]*url.URL, error) {
 	var routes []*url.URL
 	for _, r := range list {
 		for _, r := range strings.Split(r, ",") {
@@ -119,6 +131,9 @@ func parseRoutes(list []string) ([]*url.URL, error) {
 			}
 			if u.Hostname() == "" || u.Port() == "" {
 				return nil, fmt.Errorf("jetstream: route %q needs a host and a port", r)
+			}
+			if token != "" && u.User == nil {
+				u.User = url.UserPassword(routeUser, token)
 			}
 			routes = append(routes, u)
 		}
@@ -161,6 +176,9 @@ func (s *Server) Backend(opts ...Option) (*Backend, error) {
 	}
 	nopts := []nats.Option{nats.InProcessServer(inProcess{s.ns}), nats.Name("corework-" + o.name), nats.NoEcho(),
 		nats.MaxReconnects(0)}
+	if s.token != "" {
+		nopts = append(nopts, nats.Token(s.token))
+	}
 	dial := func() (*nats.Conn, error) { return nats.Connect("", nopts...) }
 	watch, events := newConnWatch(&o), newConnEvents()
 	nc, err := nats.Connect("", events.withEvents(watch.withWatch(nopts))...)
@@ -212,8 +230,12 @@ func Connect(url string, opts ...Option) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	nopts := append([]nats.Option{nats.Name("corework-" + o.name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond)}, o.natsOpts...)
+	nopts := []nats.Option{nats.Name("corework-" + o.name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond)}
+	if o.token != "" {
+		nopts = append(nopts, nats.Token(o.token))
+	}
+	nopts = append(nopts, o.natsOpts...)
 	nopts = append(nopts, nats.NoEcho())
 	dial := func() (*nats.Conn, error) { return nats.Connect(url, nopts...) }
 	watch, events := newConnWatch(&o), newConnEvents()
