@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/corework/corework/examples/internal/access"
 	"github.com/corework/corework/jobqueue"
 	"github.com/corework/corework/jobqueue/jetstream"
 )
@@ -82,10 +83,27 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 	name := fs.String("name", "", "server name, unique in the cluster (needed with -cluster)")
 	cluster := fs.String("cluster", "", "host:port to accept routes from the other nodes on (makes this server a cluster node)")
 	routes := fs.String("routes", "", "route URLs of the cluster's nodes, comma-separated, such as nats-route://10.0.0.2:6222")
+	token := tokenFlag(fs)
+	insecure := fs.Bool("insecure", false, "accept clients or routes beyond loopback without a token (a firewall must guard the ports)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	opts := []jetstream.Option{jetstream.WithListen(*listen)}
+	tok, err := token()
+	if err != nil {
+		return err
+	}
+	if tok != "" {
+		opts = append(opts, jetstream.WithToken(tok))
+	} else if !*insecure {
+		for _, addr := range []string{*listen, *cluster} {
+			if addr != "" && !access.Loopback(addr) {
+				return fmt.Errorf("server: refusing to listen on %s without a token: anyone who reaches it could read, change and delete every job; "+
+					"give -token-file FILE (the same file to every server, worker and submit), listen on 127.0.0.1, "+
+					"or pass -insecure if a firewall lets only your machines in", addr)
+			}
+		}
+	}
 	if *name != "" {
 		opts = append(opts, jetstream.WithServerName(*name))
 	}
@@ -117,6 +135,42 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
+// tokenFlag adds -token-file to fs. The function it returns reads the
+// token from the file once fs is parsed: the first line that is neither
+// blank nor a # comment, trimmed ("" without the flag). A file keeps the
+// token out of the process list, where a flag's value would show.
+func tokenFlag(fs *flag.FlagSet) func() (string, error) {
+	path := fs.String("token-file", "", "`file` holding the token every server, worker and submit of the cluster shares (default: none, loopback only)")
+	return func() (string, error) {
+		if *path == "" {
+			return "", nil
+		}
+		data, err := os.ReadFile(*path)
+		if err != nil {
+			return "", fmt.Errorf("%s: -token-file: %w", fs.Name(), err)
+		}
+		for line := range strings.Lines(string(data)) {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				return line, nil
+			}
+		}
+		return "", fmt.Errorf("%s: -token-file %s holds no token", fs.Name(), *path)
+	}
+}
+
+// clientOptions are the options of a worker's or submitter's Connect.
+func clientOptions(replicas int, token func() (string, error)) ([]jetstream.Option, error) {
+	tok, err := token()
+	if err != nil {
+		return nil, err
+	}
+	opts := []jetstream.Option{jetstream.WithReplicas(replicas)}
+	if tok != "" {
+		opts = append(opts, jetstream.WithToken(tok))
+	}
+	return opts, nil
+}
+
 // work runs a worker process until ctx ends.
 func work(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
@@ -125,13 +179,18 @@ func work(ctx context.Context, args []string, out io.Writer) error {
 	name := fs.String("name", fmt.Sprintf("worker-%d", os.Getpid()), "name reported with each job")
 	quiet := fs.Bool("quiet", false, "do not print a line per job")
 	replicas := fs.Int("replicas", 1, "copies of every stream: 1 on one server, 3 on a three-node cluster")
+	token := tokenFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *concurrency < 1 {
 		return fmt.Errorf("worker: -concurrency %d", *concurrency)
 	}
-	b, err := jetstream.Connect(*url, jetstream.WithReplicas(*replicas))
+	opts, err := clientOptions(*replicas, token)
+	if err != nil {
+		return err
+	}
+	b, err := jetstream.Connect(*url, opts...)
 	if err != nil {
 		return err
 	}
@@ -227,10 +286,15 @@ func submit(ctx context.Context, args []string, out io.Writer) error {
 	ms := fs.Int("work", 20, "milliseconds of work per job")
 	wait := fs.Duration("wait", time.Minute, "how long to wait for the jobs to finish")
 	replicas := fs.Int("replicas", 1, "copies of every stream: 1 on one server, 3 on a three-node cluster")
+	token := tokenFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	b, err := jetstream.Connect(*url, jetstream.WithReplicas(*replicas))
+	opts, err := clientOptions(*replicas, token)
+	if err != nil {
+		return err
+	}
+	b, err := jetstream.Connect(*url, opts...)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,11 @@
 //	(n2 and n3 the same with 4223/6223 and 4224/6224)
 //	go run ./examples/cluster worker -replicas 3 -nats nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224
 //
+// A server listens on loopback unless it has a token: with -listen or
+// -cluster beyond loopback it needs -token-file FILE (the same file for
+// every server, worker and submit; clients and routes without the token are
+// refused) or -insecure (a firewall guards the ports). See README.md.
+//
 // submit waits for its jobs and prints how many succeeded, failed or are
 // still pending; it exits with status 1 if any job was lost. Ctrl-C stops
 // any of them cleanly: workers finish their running jobs (the rest stay

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,6 +164,11 @@ func TestClusterSubcommands(t *testing.T) {
 	}
 	routes := "nats-route://" + addrs[3] + ",nats-route://" + addrs[4] + ",nats-route://" + addrs[5]
 	urls := "nats://" + addrs[0] + ",nats://" + addrs[1] + ",nats://" + addrs[2]
+	// Every process gets the token, as the README's three machines do.
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("# the cluster's token\n\nQ2wE3rT4yU5iO6pA7sD8fG9hJk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	srvCtx, stopServers := context.WithCancel(context.Background())
 	defer stopServers()
 	outs := make([]*syncBuffer, 3)
@@ -172,7 +178,7 @@ func TestClusterSubcommands(t *testing.T) {
 		dir := t.TempDir()
 		go func() {
 			serverErrs <- run(srvCtx, []string{"server", "-name", fmt.Sprintf("n%d", i+1), "-listen", addrs[i],
-				"-cluster", addrs[3+i], "-routes", routes, "-store", dir}, outs[i])
+				"-cluster", addrs[3+i], "-routes", routes, "-store", dir, "-token-file", tokenFile}, outs[i])
 		}()
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -189,7 +195,7 @@ func TestClusterSubcommands(t *testing.T) {
 	for {
 		var out syncBuffer
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := run(ctx, []string{"submit", "-replicas", "3", "-nats", urls, "-n", "0"}, &out)
+		err := run(ctx, []string{"submit", "-replicas", "3", "-nats", urls, "-n", "0", "-token-file", tokenFile}, &out)
 		cancel()
 		if err == nil {
 			break
@@ -205,16 +211,22 @@ func TestClusterSubcommands(t *testing.T) {
 	var workerOut, submitOut syncBuffer
 	workerErr := make(chan error, 1)
 	go func() {
-		workerErr <- run(workCtx, []string{"worker", "-replicas", "3", "-nats", urls, "-concurrency", "3", "-name", "only", "-quiet"}, &workerOut)
+		workerErr <- run(workCtx, []string{"worker", "-replicas", "3", "-nats", urls, "-concurrency", "3", "-name", "only", "-quiet", "-token-file", tokenFile}, &workerOut)
 	}()
 	sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
-	err := run(sctx, []string{"submit", "-replicas", "3", "-nats", urls, "-n", "20", "-work", "1", "-wait", "50s"}, &submitOut)
+	err := run(sctx, []string{"submit", "-replicas", "3", "-nats", urls, "-n", "20", "-work", "1", "-wait", "50s", "-token-file", tokenFile}, &submitOut)
 	scancel()
 	if err != nil {
 		t.Fatalf("submit: %v\n%s", err, submitOut.String())
 	}
 	if !strings.Contains(submitOut.String(), "20 succeeded, 0 failed, 0 canceled, 0 pending, 0 lost") {
 		t.Errorf("submit output:\n%s", submitOut.String())
+	}
+	// Without the token, a client is refused.
+	var out syncBuffer
+	if err := run(context.Background(), []string{"submit", "-replicas", "3", "-nats", urls, "-n", "1"}, &out); err == nil ||
+		!strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("submit without the token: %v\n%s", err, out.String())
 	}
 	stopWorker()
 	if err := <-workerErr; err != nil {
@@ -228,5 +240,42 @@ func TestClusterSubcommands(t *testing.T) {
 		if err := <-serverErrs; err != nil {
 			t.Errorf("server: %v", err)
 		}
+	}
+}
+
+// TestServerExposed: a server whose client or route address other machines
+// can reach needs a token (or -insecure), and says so before it starts.
+func TestServerExposed(t *testing.T) {
+	for _, args := range [][]string{
+		{"-listen", ":4222"},
+		{"-listen", "0.0.0.0:4222"},
+		{"-listen", "127.0.0.1:0", "-name", "n1", "-cluster", "0.0.0.0:6222"},
+	} {
+		var out syncBuffer
+		err := run(context.Background(), append([]string{"server", "-store", t.TempDir()}, args...), &out)
+		if err == nil || !strings.Contains(err.Error(), "without a token") || !strings.Contains(err.Error(), "-token-file") ||
+			!strings.Contains(err.Error(), "-insecure") {
+			t.Errorf("server %q: %v", args, err)
+		}
+		if out.String() != "" {
+			t.Errorf("server %q started:\n%s", args, out.String())
+		}
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, []byte("# no token here\n"), 0o600)
+	for _, c := range []struct{ file, want string }{
+		{empty, "holds no token"},
+		{filepath.Join(t.TempDir(), "missing"), "no such file"},
+	} {
+		err := run(context.Background(), []string{"submit", "-token-file", c.file}, &syncBuffer{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("-token-file %s: %v, want %q", c.file, err, c.want)
+		}
+	}
+	short := filepath.Join(t.TempDir(), "short")
+	os.WriteFile(short, []byte("tooshort\n"), 0o600)
+	if err := run(context.Background(), []string{"server", "-listen", "0.0.0.0:4222", "-store", t.TempDir(), "-token-file", short}, &syncBuffer{}); err == nil ||
+		!strings.Contains(err.Error(), "at least 16") {
+		t.Errorf("a short token: %v", err)
 	}
 }

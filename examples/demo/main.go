@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/corework/corework/affinity"
+	"github.com/corework/corework/examples/internal/access"
 	"github.com/corework/corework/monitor"
 	"github.com/corework/corework/pool"
 	"github.com/corework/corework/procpool"
@@ -46,6 +47,7 @@ type config struct {
 	in      string // directory of input images; empty means generate
 	out     string // output directory; empty means a new temp dir
 	http    string // address for /metrics and the dashboard; empty means none
+	exposed bool   // serve http beyond loopback (-insecure)
 	live    bool   // draw the live dashboard
 	tick    time.Duration
 }
@@ -64,6 +66,7 @@ func main() {
 	flag.StringVar(&cfg.in, "in", "", "directory of input images (default: generate them)")
 	flag.StringVar(&cfg.out, "out", "", "output directory (default: a new temporary directory)")
 	flag.StringVar(&cfg.http, "http", "", "serve the browser dashboard and /metrics on this address while running, e.g. 127.0.0.1:8080")
+	flag.BoolVar(&cfg.exposed, "insecure", false, "let -http listen beyond loopback: the dashboard has no tokens, and whoever reaches it can watch and submit jobs")
 	flag.BoolVar(&quick, "quick", false, "a small batch that finishes in a few seconds")
 	flag.Parse()
 
@@ -128,6 +131,10 @@ func run(ctx context.Context, w io.Writer, cfg config) (report, error) {
 	}
 	if len(cfg.sizes) == 0 {
 		return r, errors.New("no thumbnail sizes")
+	}
+	if cfg.http != "" && !cfg.exposed && !access.Loopback(cfg.http) {
+		return r, fmt.Errorf("refusing to serve -http %s beyond loopback: the dashboard has no tokens, and whoever reaches it can watch and submit jobs; "+
+			"use 127.0.0.1 (from another machine: ssh -L 8080:127.0.0.1:8080), or pass -insecure if a firewall guards it", cfg.http)
 	}
 	if cfg.workers <= 0 {
 		cfg.workers = runtime.GOMAXPROCS(0)

@@ -117,6 +117,30 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestExposedHTTP: -http on an address other machines can reach is
+// refused, before anything runs, unless -insecure is given.
+func TestExposedHTTP(t *testing.T) {
+	for _, addr := range []string{":8080", "0.0.0.0:8080", "192.0.2.1:8080"} {
+		cfg := quickConfig(t, "goroutines")
+		cfg.http = addr
+		var out bytes.Buffer
+		_, err := run(context.Background(), &out, cfg)
+		if err == nil || !strings.Contains(err.Error(), "refusing to serve -http "+addr+" beyond loopback") || !strings.Contains(err.Error(), "-insecure") {
+			t.Errorf("-http %s: %v", addr, err)
+		}
+		if out.Len() != 0 {
+			t.Errorf("-http %s: ran before refusing:\n%s", addr, out.String())
+		}
+	}
+	// With -insecure the check is passed: 192.0.2.1 (TEST-NET-1) is no
+	// address of this machine, so the listen itself fails.
+	cfg := quickConfig(t, "goroutines")
+	cfg.http, cfg.exposed = "192.0.2.1:8080", true
+	if _, err := run(context.Background(), &bytes.Buffer{}, cfg); err == nil || strings.Contains(err.Error(), "refusing") {
+		t.Errorf("-http 192.0.2.1:8080 -insecure: %v, want a failure to listen", err)
+	}
+}
+
 func TestFit(t *testing.T) {
 	for _, c := range []struct{ w, h, size, ww, wh int }{
 		{1600, 900, 64, 64, 36}, {900, 1600, 64, 36, 64}, {100, 50, 400, 100, 50}, {1000, 1, 10, 10, 1},
