@@ -49,6 +49,11 @@ var (
 	ErrSlowSubscriber = errors.New("jobqueue: subscriber too slow")
 	// ErrNotInJob is returned by Progress when ctx is not a handler's context.
 	ErrNotInJob = errors.New("jobqueue: context is not a job's context")
+	// ErrUnavailable is matched by the errors of a shared backend that
+	// cannot reach its server for now (its connection is down and comes
+	// back on its own, such as jetstream.ErrNotConnected): the call may
+	// succeed later. Wait and Run go on waiting through it.
+	ErrUnavailable = errors.New("jobqueue: backend unavailable")
 )
 
 type permanentError struct{ err error }

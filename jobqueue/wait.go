@@ -19,7 +19,10 @@ import (
 // re-reads the job's state at the backend's resync interval and after every
 // reconnect, so it returns within about that interval of the job's end even
 // if the final event was lost; errors of those reads other than ErrNotFound
-// (the connection is still down) are ignored and the wait goes on.
+// (the connection is still down) are ignored and the wait goes on. A Wait
+// that begins while such a backend is out of reach (its first read fails
+// with an error matching ErrUnavailable) waits too, and reads the job once
+// the backend is back.
 func (q *Queue) Wait(ctx context.Context, id string) (JobInfo, error) {
 	return q.await(ctx, id, q.addWaiter(id))
 }
@@ -58,6 +61,7 @@ func (q *Queue) addWaiter(id string) chan Event {
 // await waits on a registered waiter channel.
 func (q *Queue) await(ctx context.Context, id string, ch chan Event) (JobInfo, error) {
 	defer q.dropWaiter(id, ch)
+	r, _ := q.backend.(Resyncer)
 	info, err := q.backend.Get(ctx, id)
 	if err != nil {
 		select {
@@ -65,8 +69,13 @@ func (q *Queue) await(ctx context.Context, id string, ch chan Event) (JobInfo, e
 			info = infoFromEvent(&ev)
 			return info, finalError(&info)
 		default:
+		}
+		if r == nil || !errors.Is(err, ErrUnavailable) {
 			return info, err
 		}
+		// The backend is out of reach for now: wait, and read the job
+		// once it is back.
+		info = JobInfo{Job: Job{ID: id}}
 	}
 	if info.State.Final() {
 		return info, finalError(&info)
@@ -77,7 +86,6 @@ func (q *Queue) await(ctx context.Context, id string, ch chan Event) (JobInfo, e
 		timer    *time.Timer
 		interval time.Duration
 	)
-	r, _ := q.backend.(Resyncer)
 	if r != nil {
 		resync, interval = r.Resync(), r.ResyncInterval()
 		if interval > 0 {

@@ -29,9 +29,18 @@ var (
 	ErrBadMessage = errors.New("jetstream: undecodable job message")
 	// ErrNotConnected is returned by Get, List, Stats and DeadLetters while
 	// the connection to the server is down (the client reconnects on its
-	// own), rather than waiting for the request timeout.
-	ErrNotConnected = errors.New("jetstream: not connected to the server")
+	// own), rather than waiting for the request timeout, and by a read whose
+	// connection dropped under it. It matches jobqueue.ErrUnavailable too.
+	ErrNotConnected error = notConnected{}
 )
+
+// notConnected is ErrNotConnected: a jobqueue.ErrUnavailable.
+type notConnected struct{}
+
+func (notConnected) Error() string { return "jetstream: not connected to the server" }
+
+// Is reports that ErrNotConnected is a jobqueue.ErrUnavailable.
+func (notConnected) Is(target error) bool { return target == jobqueue.ErrUnavailable }
 
 // doneEnvelope is the room the DONE stream gives, beyond MaxBytes, to the
 // envelope of a record: everything but its payload and result.
@@ -340,24 +349,36 @@ func (b *Backend) provision(ctx context.Context) error {
 func levelConsumer(p int) string { return fmt.Sprintf("level%d", p) }
 
 // view returns the store to read from: the live one, or after Close one on
-// a new connection (closed by the returned func), so Get, List and Stats
-// still answer while the server runs.
-func (b *Backend) view(ctx context.Context) (*store, func(), error) {
+// a new connection, so Get, List and Stats still answer while the server
+// runs. The context it returns is ctx, ended too when the live connection
+// changes: a request in flight when the connection drops has lost its reply
+// and would otherwise wait for ctx's deadline (a Wait polling its job would
+// then outlive the outage by that much). done releases what view took and
+// turns the error of a read cut that way into one wrapping ErrNotConnected.
+func (b *Backend) view(ctx context.Context) (context.Context, *store, func(*error), error) {
 	b.mu.Lock()
 	closed, st := b.closed, b.st
 	b.mu.Unlock()
 	if st == nil {
-		return nil, nil, jobqueue.ErrClosed
+		return ctx, nil, nil, jobqueue.ErrClosed
 	}
 	if !closed {
 		if !b.nc.IsConnected() {
-			return nil, nil, ErrNotConnected
+			return ctx, nil, nil, ErrNotConnected
 		}
-		return st, func() {}, nil
+		rctx, cancel := context.WithCancelCause(ctx)
+		stop := context.AfterFunc(b.events.current(), func() { cancel(ErrNotConnected) })
+		return rctx, st, func(err *error) {
+			stop()
+			if *err != nil && ctx.Err() == nil && errors.Is(context.Cause(rctx), ErrNotConnected) {
+				*err = fmt.Errorf("%w: the connection changed during the read (%v)", ErrNotConnected, *err)
+			}
+			cancel(nil)
+		}, nil
 	}
 	nc, err := b.dial()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: reconnecting to read: %v", jobqueue.ErrClosed, err)
+		return ctx, nil, nil, fmt.Errorf("%w: reconnecting to read: %v", jobqueue.ErrClosed, err)
 	}
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(b.o.timeout))
 	if err == nil {
@@ -365,9 +386,9 @@ func (b *Backend) view(ctx context.Context) (*store, func(), error) {
 	}
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: reading after close: %w", err)
+		return ctx, nil, nil, fmt.Errorf("jetstream: reading after close: %w", err)
 	}
-	return st, nc.Close, nil
+	return ctx, st, func(*error) { nc.Close() }, nil
 }
 
 // lookupStore binds the handles of existing streams and consumers.

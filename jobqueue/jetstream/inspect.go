@@ -15,12 +15,12 @@ import (
 // (scheduled, ready, state bucket, finished): four direct-get requests.
 // After Close it reads over a new connection while the server is
 // reachable (not after Embedded's Close, which stops its server).
-func (b *Backend) Get(ctx context.Context, id string) (jobqueue.JobInfo, error) {
-	st, done, err := b.view(ctx)
+func (b *Backend) Get(ctx context.Context, id string) (_ jobqueue.JobInfo, err error) {
+	ctx, st, done, err := b.view(ctx)
 	if err != nil {
 		return jobqueue.JobInfo{}, err
 	}
-	defer done()
+	defer done(&err)
 	r, _, _, err := st.locate(ctx, id)
 	if err != nil {
 		return jobqueue.JobInfo{}, err
@@ -107,13 +107,12 @@ func (b *Backend) Cancel(ctx context.Context, id string) (jobqueue.JobInfo, erro
 // skipped); scheduled and retained from the streams' counts. It costs
 // about fifteen requests plus the scan, which under a heavy load reads
 // about a second's worth of finished jobs; call it at a human rate.
-func (b *Backend) Stats(ctx context.Context) (jobqueue.BackendStats, error) {
-	var s jobqueue.BackendStats
-	st, done, err := b.view(ctx)
+func (b *Backend) Stats(ctx context.Context) (s jobqueue.BackendStats, err error) {
+	ctx, st, done, err := b.view(ctx)
 	if err != nil {
 		return s, err
 	}
-	defer done()
+	defer done(&err)
 	// A consumer counts newly stored messages a moment after the store
 	// acknowledges them: read until the levels account for every message
 	// of the jobs stream (ready plus leased), a few times at most.
@@ -172,12 +171,12 @@ func (b *Backend) Stats(ctx context.Context) (jobqueue.BackendStats, error) {
 // stream, at most max of them (all if max <= 0), newest first, each as it
 // was when it failed for good. It scans the stream, whose size
 // WithDeadLetters bounds.
-func (b *Backend) DeadLetters(ctx context.Context, max int) ([]jobqueue.JobInfo, error) {
-	st, done, err := b.view(ctx)
+func (b *Backend) DeadLetters(ctx context.Context, max int) (_ []jobqueue.JobInfo, err error) {
+	ctx, st, done, err := b.view(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer done(&err)
 	var out []jobqueue.JobInfo
 	err = st.scan(ctx, b.n.dead, b.n.prefix+".dead.>", false, func(m jetstream.Msg) {
 		if r, err := decodeRecord(m.Data()); err == nil {

@@ -23,12 +23,12 @@ import (
 // of messages read: it is meant for inspection rather than polling. With
 // f.Summary the records are stripped as they are read, so a listing does
 // not hold the jobs' payloads and results.
-func (b *Backend) List(ctx context.Context, f jobqueue.ListFilter) ([]jobqueue.JobInfo, error) {
-	st, done, err := b.view(ctx)
+func (b *Backend) List(ctx context.Context, f jobqueue.ListFilter) (_ []jobqueue.JobInfo, err error) {
+	ctx, st, done, err := b.view(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer done(&err)
 	l := listing{b: b, st: st, f: f}
 	if err := l.gather(ctx); err != nil {
 		return nil, err

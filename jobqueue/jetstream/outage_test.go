@@ -3,6 +3,7 @@ package jetstream_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -379,4 +380,142 @@ func upper(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// TestWaitersSurviveLostReplies: many waiters poll while the replies to
+// the submitter's connection are lost for 1.5 s (the server stays up; its
+// answers never arrive, as when a server dies mid-request), then the
+// connection breaks and the client reconnects. Each waiter had a read in
+// flight when the replies stopped; a read must not outlive its connection,
+// so every Wait returns within AckWait + 5 s of the reconnect, not at its
+// 60 s deadline. (examples/cluster submit -n 500 with the server SIGKILLed
+// 1 s in and restarted: all 500 jobs succeeded by +6 s, submit returned at
+// its 2 min deadline.)
+func TestWaitersSurviveLostReplies(t *testing.T) {
+	const (
+		ackWait = time.Second
+		jobs    = 20
+	)
+	srv := newRestartable(t)
+	px := newProxy(t, srv.addr)
+	name := uniqueName()
+	opts := []jetstream.Option{jetstream.WithName(name), jetstream.WithAckWait(ackWait),
+		jetstream.WithPollInterval(100 * time.Millisecond)}
+	wb, err := jetstream.Connect(srv.url(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	workers := newQueue(t, wb, jobqueue.Config{Workers: jobs, OnError: func(*jobqueue.Job, int, error) {}})
+	workers.Handle("slow", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
+		time.Sleep(2 * time.Second)
+		return json.RawMessage(`"done"`), nil
+	}))
+	if err := workers.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := jetstream.Connect(px.url(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submitter := newQueue(t, sb, jobqueue.Config{NoWorkers: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	type result struct {
+		info jobqueue.JobInfo
+		err  error
+		at   time.Time
+	}
+	done := make(chan result, jobs)
+	for range jobs {
+		id, err := submitter.Submit(ctx, jobqueue.JobRequest{Type: "slow"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			info, err := submitter.Wait(ctx, id)
+			done <- result{info, err, time.Now()}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	px.deaf.Store(true)
+	time.Sleep(1500 * time.Millisecond) // every waiter polls once a second
+	px.cut()
+	px.deaf.Store(false)
+	cutAt := time.Now()
+	var slowest time.Duration
+	for range jobs {
+		select {
+		case r := <-done:
+			if r.err != nil || r.info.State != jobqueue.StateSucceeded {
+				t.Errorf("Wait = %v, %s; want succeeded", r.err, r.info.State)
+			}
+			slowest = max(slowest, r.at.Sub(cutAt))
+		case <-time.After(cutAt.Add(ackWait + 5*time.Second).Sub(time.Now())):
+			t.Fatalf("a Wait still blocked %v after the reconnect", ackWait+5*time.Second)
+		}
+	}
+	t.Logf("%d waits returned, the last %v after the reconnect", jobs, slowest.Round(time.Millisecond))
+}
+
+// TestWaitBegunInOutage: a Wait that begins while the server is down does
+// not fail with ErrNotConnected; it waits, and returns the job's end once
+// the server is back (examples/cluster submit waits for many jobs, some of
+// whose waits begin after the server died).
+func TestWaitBegunInOutage(t *testing.T) {
+	const ackWait = time.Second
+	srv := newRestartable(t)
+	opts := []jetstream.Option{jetstream.WithName(uniqueName()), jetstream.WithAckWait(ackWait),
+		jetstream.WithPollInterval(100 * time.Millisecond)}
+	wb, err := jetstream.Connect(srv.url(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	workers := newQueue(t, wb, jobqueue.Config{Workers: 1, OnError: func(*jobqueue.Job, int, error) {}})
+	workers.Handle("slow", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
+		time.Sleep(500 * time.Millisecond)
+		return json.RawMessage(`"done"`), nil
+	}))
+	if err := workers.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := jetstream.Connect(srv.url(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submitter := newQueue(t, sb, jobqueue.Config{NoWorkers: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	id, err := submitter.Submit(ctx, jobqueue.JobRequest{Type: "slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.stop()
+	if _, err := sb.Get(ctx, id); !errors.Is(err, jetstream.ErrNotConnected) || !errors.Is(err, jobqueue.ErrUnavailable) {
+		t.Fatalf("Get in the outage: %v, want ErrNotConnected, an ErrUnavailable", err)
+	}
+	type result struct {
+		info jobqueue.JobInfo
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		info, err := submitter.Wait(ctx, id)
+		done <- result{info, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("Wait in the outage returned %v, %s", r.err, r.info.State)
+	case <-time.After(2 * time.Second):
+	}
+	srv.start()
+	restarted := time.Now()
+	select {
+	case r := <-done:
+		if r.err != nil || r.info.State != jobqueue.StateSucceeded {
+			t.Fatalf("Wait = %v, %s; want succeeded", r.err, r.info.State)
+		}
+		t.Logf("Wait begun in the outage returned %v after the restart", time.Since(restarted).Round(time.Millisecond))
+	case <-time.After(ackWait + 5*time.Second):
+		t.Fatalf("Wait still blocked %v after the restart", ackWait+5*time.Second)
+	}
 }

@@ -92,12 +92,12 @@ func (b *Backend) undelay(job *jobqueue.Job) {
 // owner's counter (one request). For the empty owner, whose jobs have no
 // counter (so that library callers pay nothing for one), it reads every
 // active job: O(active jobs), in batches of a few hundred per request.
-func (b *Backend) Usage(ctx context.Context, owner string) (jobqueue.Usage, error) {
-	st, done, err := b.view(ctx)
+func (b *Backend) Usage(ctx context.Context, owner string) (_ jobqueue.Usage, err error) {
+	ctx, st, done, err := b.view(ctx)
 	if err != nil {
 		return jobqueue.Usage{}, err
 	}
-	defer done()
+	defer done(&err)
 	if owner == "" {
 		return st.countUnowned(ctx)
 	}
