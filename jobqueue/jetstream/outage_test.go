@@ -450,7 +450,7 @@ func TestWaitersSurviveLostReplies(t *testing.T) {
 				t.Errorf("Wait = %v, %s; want succeeded", r.err, r.info.State)
 			}
 			slowest = max(slowest, r.at.Sub(cutAt))
-		case <-time.After(cutAt.Add(ackWait + 5*time.Second).Sub(time.Now())):
+		case <-time.After(time.Until(cutAt.Add(ackWait + 5*time.Second))):
 			t.Fatalf("a Wait still blocked %v after the reconnect", ackWait+5*time.Second)
 		}
 	}
