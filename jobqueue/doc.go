@@ -82,6 +82,18 @@
 // JSON as they are; Event's encoding (Event.MarshalJSON) is the one the
 // WebSocket bridge sends, written by hand for speed.
 //
+// # Recurring jobs
+//
+// Queue.Schedule registers a Schedule: a job submitted at every tick of a
+// cron expression (seconds optional, time zones, descriptors such as
+// @daily, parsed by github.com/robfig/cron/v3) or of a fixed interval.
+// Each tick's job has an ID made from the schedule's name and the tick, so
+// on a shared backend every process may register the same schedule and a
+// tick is still one job, run once. Ticks missed while no process ran are
+// caught up at Start by Schedule.CatchUp (the latest one, by default), on
+// backends that record the last tick (ScheduleStore: the memory backend
+// for the life of the process, JetStream across restarts).
+//
 // # Backends
 //
 // Jobs live in a Backend: in memory by default (NewMemoryBackend), or in a

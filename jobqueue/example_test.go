@@ -266,3 +266,33 @@ func ExampleListFilter_cursor() {
 	fmt.Println()
 	// Output: 2 jobs; 2 jobs; 1 jobs;
 }
+
+// A recurring job: a report every second (in production, a cron
+// expression such as "0 3 * * *" for 03:00 every night). Every process of
+// a shared queue may register the same schedule: each tick is one job.
+func ExampleQueue_Schedule() {
+	q, err := jobqueue.New(jobqueue.Config{})
+	if err != nil {
+		panic(err)
+	}
+	defer q.Shutdown(context.Background())
+	reports := make(chan string, 8)
+	jobqueue.HandleFunc(q, "report", func(ctx context.Context, kind string) (string, error) {
+		job, _, _ := jobqueue.JobFromContext(ctx)
+		reports <- fmt.Sprintf("%s report for schedule %q", kind, job.Metadata["schedule"])
+		return "done", nil
+	})
+	err = q.Schedule(jobqueue.Schedule{
+		Name:  "nightly-report",
+		Every: time.Second, // or Cron: "0 3 * * *", Location: ...
+		Job:   jobqueue.JobRequest{Type: "report", Payload: json.RawMessage(`"sales"`)},
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := q.Start(); err != nil {
+		panic(err)
+	}
+	fmt.Println(<-reports)
+	// Output: sales report for schedule "nightly-report"
+}

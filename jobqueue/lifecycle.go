@@ -67,7 +67,13 @@ func (q *Queue) Start() error {
 			go q.keepLeases(d / 3)
 		}
 	}
-	q.log.Info("queue started", "workers", len(q.workers), "backend", fmt.Sprintf("%T", q.backend))
+	if len(q.schedules) > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		q.schedStop = cancel
+		q.schedWG.Add(1)
+		go q.runSchedules(ctx)
+	}
+	q.log.Info("queue started", "workers", len(q.workers), "schedules", len(q.schedules), "backend", fmt.Sprintf("%T", q.backend))
 	return nil
 }
 
@@ -123,6 +129,9 @@ func (q *Queue) Shutdown(ctx context.Context) error {
 	if !q.closed.Load() {
 		q.closed.Store(true)
 		q.stopFetch()
+		if q.schedStop != nil {
+			q.schedStop()
+		}
 		q.log.Info("queue shutting down", "policy", q.cfg.ShutdownPolicy.name())
 		if !q.running {
 			q.running = true
@@ -158,6 +167,7 @@ func (q *Queue) Shutdown(ctx context.Context) error {
 
 // finish runs once, after every worker has exited.
 func (q *Queue) finish(ctx context.Context) error {
+	q.schedWG.Wait() // it submits no more once Shutdown began
 	if q.keeperEnd != nil {
 		close(q.keeperEnd)
 		q.keeperWG.Wait()

@@ -85,6 +85,8 @@ type memBackend struct {
 	wake     chan struct{} // one token wakes one sleeping Fetch
 	space    chan struct{} // closed when room frees; nil unless Enqueue waits
 
+	ticks map[string]time.Time // ScheduleStore: each schedule's latest tick
+
 	opened  bool
 	closed  bool
 	kick    chan struct{} // an earlier due time was scheduled
@@ -477,5 +479,26 @@ func (b *memBackend) Close(context.Context) error {
 	close(b.closing)
 	b.mu.Unlock()
 	b.wg.Wait()
+	return nil
+}
+
+// LastTick implements ScheduleStore, for the life of the process.
+func (b *memBackend) LastTick(_ context.Context, name string) (time.Time, bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t, ok := b.ticks[name]
+	return t, ok, nil
+}
+
+// MarkTick implements ScheduleStore.
+func (b *memBackend) MarkTick(_ context.Context, name string, t time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ticks == nil {
+		b.ticks = make(map[string]time.Time)
+	}
+	if last, ok := b.ticks[name]; !ok || t.After(last) {
+		b.ticks[name] = t
+	}
 	return nil
 }

@@ -40,6 +40,9 @@ type Queue struct {
 	done      chan struct{} // closed once Shutdown has finished
 	keeperEnd chan struct{}
 	keeperWG  sync.WaitGroup
+	schedules []*scheduled       // registered by Schedule before Start
+	schedStop context.CancelFunc // ends runSchedules; nil if it never ran
+	schedWG   sync.WaitGroup
 	left      atomic.Int64
 	fetchFail atomic.Bool // a worker's fetch failed and none has succeeded since
 
