@@ -46,6 +46,10 @@ type Config struct {
 	// Zero means runtime.GOMAXPROCS(0). A negative value is invalid (New
 	// returns an error); to run none, set NoWorkers.
 	Workers int
+	// Autoscale, if set, sizes the workers between its Min and Max from
+	// the backlog and the jobs' run time (see Autoscale); Workers must then
+	// be zero. Nil means a fixed count.
+	Autoscale *Autoscale
 	// NoWorkers makes a Queue that starts no worker: it only submits and
 	// observes jobs run by other processes sharing its backend, and Submit
 	// accepts types with no handler here. Workers must then be zero. False
@@ -130,6 +134,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("jobqueue: negative Workers %d (zero means GOMAXPROCS; NoWorkers runs none)", cfg.Workers)
 	case cfg.NoWorkers && cfg.Workers != 0:
 		return cfg, fmt.Errorf("jobqueue: Workers %d with NoWorkers", cfg.Workers)
+	case cfg.Autoscale != nil && (cfg.NoWorkers || cfg.Workers != 0):
+		return cfg, fmt.Errorf("jobqueue: Autoscale with Workers %d or NoWorkers", cfg.Workers)
 	case cfg.Capacity < 0:
 		return cfg, fmt.Errorf("jobqueue: negative Capacity %d", cfg.Capacity)
 	case cfg.MaxAttempts < 0:
@@ -149,6 +155,13 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.MaxResult = defaultMaxResult
 	}
 	cfg.Retention = cfg.Retention.withDefaults()
+	if cfg.Autoscale != nil {
+		a, err := cfg.Autoscale.withDefaults()
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Autoscale, cfg.Workers = a, a.Min
+	}
 	if cfg.Workers == 0 && !cfg.NoWorkers {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}

@@ -82,6 +82,16 @@
 // JSON as they are; Event's encoding (Event.MarshalJSON) is the one the
 // WebSocket bridge sends, written by hand for speed.
 //
+// # Workers that size themselves
+//
+// Config.Autoscale replaces the fixed worker count with a range: the
+// queue grows its workers when jobs wait longer than Autoscale.Target at
+// the measured run time, and shrinks them when fewer have been enough for
+// a Cooldown, at most one change per Cooldown (see Autoscale). Each
+// change is logged and counted (Stats.Workers, Stats.Resizes; monitor
+// exports both), and Autoscale.OnResize can resize a pool the handlers
+// feed.
+//
 // # Recurring jobs
 //
 // Queue.Schedule registers a Schedule: a job submitted at every tick of a

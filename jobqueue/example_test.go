@@ -12,6 +12,7 @@ import (
 
 	"github.com/corework/corework/jobqueue"
 	"github.com/corework/corework/panics"
+	"github.com/corework/corework/pool"
 )
 
 func fib(n int) int {
@@ -295,4 +296,38 @@ func ExampleQueue_Schedule() {
 	}
 	fmt.Println(<-reports)
 	// Output: sales report for schedule "nightly-report"
+}
+
+// Workers that size themselves: between 1 and 8, from the backlog and the
+// jobs' run time, changing at most once per 30 s. OnResize keeps a
+// goroutine pool that the handlers feed the same size. (No output: the
+// counts depend on the machine.)
+func ExampleAutoscale() {
+	images := pool.New(1)
+	defer images.Close()
+	q, err := jobqueue.New(jobqueue.Config{
+		Autoscale: &jobqueue.Autoscale{Min: 1, Max: 8, Target: 2 * time.Second, Cooldown: 30 * time.Second,
+			OnResize: images.Resize},
+		Logger: slog.Default(), // each change: level=INFO msg=autoscale from=1 to=8 pending=...
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer q.Shutdown(context.Background())
+	jobqueue.HandleFunc(q, "thumbnail", func(ctx context.Context, path string) (string, error) {
+		done := make(chan string, 1)
+		if err := images.Submit(ctx, func() { done <- path + ".thumb.png" }); err != nil {
+			return "", err
+		}
+		select {
+		case out := <-done:
+			return out, nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	})
+	if err := q.Start(); err != nil {
+		panic(err)
+	}
+	fmt.Println(q.WorkerCount(), "worker to start with")
 }

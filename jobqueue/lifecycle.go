@@ -26,6 +26,7 @@ func New(cfg Config) (*Queue, error) {
 		cancels:   make(map[string]time.Time),
 	}
 	q.log = cfg.Logger.With("queue", q.Tag())
+	q.nworkers.Store(int32(cfg.Workers))
 	q.fetchCtx, q.stopFetch = context.WithCancel(context.Background())
 	err = q.backend.Open(q.backendConfig())
 	if err != nil {
@@ -53,12 +54,18 @@ func (q *Queue) Start() error {
 	q.workers = make([]*worker, q.cfg.Workers)
 	q.live.Store(int32(len(q.workers)))
 	if len(q.workers) == 0 {
-		close(q.wdone)
+		q.closeWdone()
 	}
 	for i := range q.workers {
 		w := &worker{q: q}
 		q.workers[i] = w
-		go w.loop()
+		q.startWorker(w)
+	}
+	if a := q.cfg.Autoscale; a != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		q.autoStop = cancel
+		q.autoWG.Add(1)
+		go q.autoscale(ctx, a)
 	}
 	if k, ok := q.backend.(LeaseKeeper); ok && len(q.workers) > 0 {
 		if d := k.LeaseDuration(); d > 0 {
@@ -79,9 +86,12 @@ func (q *Queue) Start() error {
 
 func (q *Queue) workerExited() {
 	if q.live.Add(-1) == 0 {
-		close(q.wdone)
+		q.closeWdone()
 	}
 }
+
+// closeWdone closes wdone once: workers are gone (or none ever ran).
+func (q *Queue) closeWdone() { q.wdoneOnce.Do(func() { close(q.wdone) }) }
 
 // keepLeases extends the leases of running jobs every interval.
 func (q *Queue) keepLeases(every time.Duration) {
@@ -94,7 +104,7 @@ func (q *Queue) keepLeases(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		for _, w := range q.workers {
+		for _, w := range q.runningWorkers() {
 			if c := w.cur.Load(); c != nil {
 				if err := c.lease.Extend(context.Background()); err != nil {
 					err = fmt.Errorf("jobqueue: extending lease: %w", err)
@@ -132,10 +142,13 @@ func (q *Queue) Shutdown(ctx context.Context) error {
 		if q.schedStop != nil {
 			q.schedStop()
 		}
+		if q.autoStop != nil {
+			q.autoStop()
+		}
 		q.log.Info("queue shutting down", "policy", q.cfg.ShutdownPolicy.name())
 		if !q.running {
 			q.running = true
-			close(q.wdone)
+			q.closeWdone()
 		}
 	}
 	q.life.Unlock()
@@ -168,6 +181,7 @@ func (q *Queue) Shutdown(ctx context.Context) error {
 // finish runs once, after every worker has exited.
 func (q *Queue) finish(ctx context.Context) error {
 	q.schedWG.Wait() // it submits no more once Shutdown began
+	q.autoWG.Wait()
 	if q.keeperEnd != nil {
 		close(q.keeperEnd)
 		q.keeperWG.Wait()

@@ -43,6 +43,11 @@ type Queue struct {
 	schedules []*scheduled       // registered by Schedule before Start
 	schedStop context.CancelFunc // ends runSchedules; nil if it never ran
 	schedWG   sync.WaitGroup
+	nworkers  atomic.Int32 // active workers: Config.Workers, or the autoscaler's count
+	resizes   atomic.Uint64
+	autoStop  context.CancelFunc // ends the autoscaler; nil if it never ran
+	autoWG    sync.WaitGroup
+	wdoneOnce sync.Once
 	left      atomic.Int64
 	fetchFail atomic.Bool // a worker's fetch failed and none has succeeded since
 

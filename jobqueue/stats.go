@@ -13,7 +13,8 @@ import (
 // workers since New (Submitted counts this Queue's accepted submissions);
 // gauges come from the backend and cover every process sharing it.
 type Stats struct {
-	Workers   int                `json:"workers"`   // worker goroutines configured
+	Workers   int                `json:"workers"`   // worker goroutines: configured, or the autoscaler's count now
+	Resizes   uint64             `json:"resizes"`   // changes of the worker count by Config.Autoscale
 	Busy      int                `json:"busy"`      // workers running a handler now
 	Depth     [NumPriorities]int `json:"depth"`     // pending jobs per level
 	Pending   int                `json:"pending"`   // ready, waiting for a worker
@@ -262,7 +263,7 @@ func (r *rate) lastSecond(now time.Time) uint64 {
 // per worker); call it at a human rate.
 func (q *Queue) Stats() Stats {
 	now := clockNow()
-	s := Stats{Workers: q.cfg.Workers, Submitted: q.submitted.Load(), Uptime: now.Sub(q.started)}
+	s := Stats{Workers: q.WorkerCount(), Resizes: q.resizes.Load(), Submitted: q.submitted.Load(), Uptime: now.Sub(q.started)}
 	if bs, err := q.backend.Stats(context.Background()); err == nil {
 		s.Depth, s.Pending, s.Scheduled, s.Retrying, s.Running, s.Retained =
 			bs.Depth, bs.Pending, bs.Scheduled, bs.Retrying, bs.Running, bs.Retained

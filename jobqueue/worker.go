@@ -15,10 +15,14 @@ import (
 // at a time, so a worker never holds a low job while a higher one waits.
 // Its counters and histograms are written by it alone and read by Stats.
 type worker struct {
-	q     *Queue
-	cur   atomic.Pointer[jobCtx] // the running job's context, nil when idle
-	timer *time.Timer            // enforces the running job's deadline
-	buf   [1]Lease
+	q       *Queue
+	ctx     context.Context        // its fetches' context: q.fetchCtx's child, ended to retire it
+	cancel  context.CancelFunc     // ends ctx
+	retired atomic.Bool            // told to exit by the autoscaler
+	done    chan struct{}          // closed when its goroutine has exited
+	cur     atomic.Pointer[jobCtx] // the running job's context, nil when idle
+	timer   *time.Timer            // enforces the running job's deadline
+	buf     [1]Lease
 
 	counters
 	rate rate
@@ -26,17 +30,50 @@ type worker struct {
 	run  histogram
 }
 
+// startWorker starts w's goroutine (a new worker, or a retired one that
+// has exited); q.life is held, and q.live counts w already.
+func (q *Queue) startWorker(w *worker) {
+	w.ctx, w.cancel = context.WithCancel(q.fetchCtx)
+	w.done = make(chan struct{})
+	w.retired.Store(false)
+	go w.loop()
+}
+
+// retire tells w to exit once its running job (if any) ends; q.life is
+// held.
+func (w *worker) retire() {
+	w.retired.Store(true)
+	w.cancel()
+}
+
+// exited reports whether w's goroutine has returned.
+func (w *worker) exited() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func (w *worker) loop() {
 	q := w.q
 	defer q.workerExited()
-	w.timer = time.AfterFunc(time.Hour, w.onTimer)
+	defer close(w.done)
+	defer w.cancel()
+	if w.timer == nil {
+		w.timer = time.AfterFunc(time.Hour, w.onTimer)
+	}
 	w.timer.Stop()
 	defer w.timer.Stop()
 	for {
 		if q.fetchCtx.Err() != nil && (q.cfg.ShutdownPolicy == LeavePending || q.hardStop.Load()) {
 			return
 		}
-		leases, err := q.backend.Fetch(q.fetchCtx, w.buf[:0], 1)
+		if w.retired.Load() && q.fetchCtx.Err() == nil {
+			return // retired by the autoscaler (at Shutdown, drain as the others do)
+		}
+		leases, err := q.backend.Fetch(w.ctx, w.buf[:0], 1)
 		for i, l := range leases {
 			w.runJob(l)
 			w.buf[i] = nil
@@ -52,6 +89,9 @@ func (w *worker) loop() {
 				return // stopping, and nothing left to drain
 			}
 			continue
+		}
+		if w.ctx.Err() != nil {
+			continue // retired: the check above ends the loop
 		}
 		if errors.Is(err, ErrClosed) {
 			return

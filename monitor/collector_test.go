@@ -170,6 +170,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		"corework_jobqueue_jobs_retained":              {dto.MetricType_GAUGE, []string{"queue"}},
 		"corework_jobqueue_depth":                      {dto.MetricType_GAUGE, []string{"priority", "queue"}},
 		"corework_jobqueue_workers":                    {dto.MetricType_GAUGE, []string{"queue"}},
+		"corework_jobqueue_worker_resizes_total":       {dto.MetricType_COUNTER, []string{"queue"}},
 		"corework_jobqueue_workers_busy":               {dto.MetricType_GAUGE, []string{"queue"}},
 		"corework_jobqueue_throughput_jobs_per_second": {dto.MetricType_GAUGE, []string{"queue"}},
 		"corework_jobqueue_run_duration_seconds":       {dto.MetricType_HISTOGRAM, []string{"queue", "type"}},

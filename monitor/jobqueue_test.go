@@ -122,7 +122,7 @@ corework_jobqueue_jobs_total{queue="media",state="succeeded",type="resize"} 5
 corework_jobqueue_retries_total{queue="media",type="broken"} 0
 corework_jobqueue_retries_total{queue="media",type="flaky"} 2
 corework_jobqueue_retries_total{queue="media",type="resize"} 0
-# HELP corework_jobqueue_workers Worker goroutines configured.
+# HELP corework_jobqueue_workers Worker goroutines: configured, or the autoscaler's count now.
 # TYPE corework_jobqueue_workers gauge
 corework_jobqueue_workers{queue="media"} 2
 # HELP corework_jobqueue_workers_busy Workers running a handler now.
