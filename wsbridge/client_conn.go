@@ -49,7 +49,7 @@ func (c *Client) connect(ctx context.Context) (*clientConn, welcome, error) {
 		h.Set(resumeHeader, c.cred)
 	}
 	c.mu.Unlock()
-	d := ws.Dialer{Timeout: c.o.dialTimeout}
+	d := ws.Dialer{Timeout: c.o.dialTimeout, TLSConfig: c.o.tlsConfig}
 	if len(h) > 0 {
 		d.Header = ws.HandshakeHeaderHTTP(h)
 	}

@@ -1,6 +1,7 @@
 package wsbridge
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net/http"
 	"time"
@@ -21,6 +22,7 @@ type options struct {
 	logger       *slog.Logger
 	resume       string // credential to present from the first connection
 	maxInFlight  int    // 0: the server's max_in_flight
+	tlsConfig    *tls.Config
 }
 
 // WithHeader adds header to the handshake request (an Authorization header,
@@ -97,6 +99,16 @@ func WithEventBuffer(n int) Option {
 // the connection. The default is 16 MiB.
 func WithMaxMessageSize(n int) Option {
 	return func(o *options) { o.maxMessage = n }
+}
+
+// WithTLSConfig sets the TLS configuration of wss:// connections: the
+// certificate authorities to trust (RootCAs) for a server whose
+// certificate is not signed by one the system trusts, or a client
+// certificate. The server name defaults to the URL's host. Without it, a
+// wss:// URL is dialed with the system's roots (a ws:// URL never uses
+// TLS).
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(o *options) { o.tlsConfig = cfg }
 }
 
 // WithDialTimeout bounds each connection attempt, handshake and welcome
