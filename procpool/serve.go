@@ -59,6 +59,7 @@ func workerMain(slot string) int {
 			envWorker, slot, envFrame, frame, envParent, parent)
 		return 2
 	}
+	nameWorker(id) // thread names "prog-wN" (Linux)
 	signal.Ignore(os.Interrupt)
 	in, out, journal, err := workerFiles(ppid)
 	if err != nil {
@@ -163,6 +164,7 @@ func (s *server) serve(ctx context.Context) error {
 			s.batchStart = start
 		}
 		s.exec(ctx, q, start)
+		releaseViews() // unmap the shared buffers the request lent (shm.go)
 		s.lastDur = time.Since(start)
 		if err := s.commit(); err != nil {
 			return err

@@ -148,6 +148,7 @@ func (w *proc) spawn() error {
 	cmd := exec.Command(p.exe)
 	cmd.Args = []string{os.Args[0]}
 	cmd.Env = append(p.env[:len(p.env):len(p.env)], envWorker+"="+strconv.Itoa(s.id))
+	nameCmd(cmd, s.id)
 	cmd.ExtraFiles = []*os.File{reqR, repW, jf} // fds 3, 4, 5
 	cmd.Stdout = w.stdout
 	cmd.Stderr = w.stderr

@@ -403,7 +403,7 @@ func (w *requestWriter) encode(r *request) error {
 		}
 		err = fmt.Errorf("%w: input of task %s over %d bytes", ErrFrameTooLarge, r.task.name, w.limit)
 	} else {
-		err = fmt.Errorf("%w input of task %s: %v", ErrEncode, r.task.name, err)
+		err = fmt.Errorf("%w input of task %s: %w", ErrEncode, r.task.name, err)
 	}
 	// gob may have recorded types as sent in the dropped frame: start a
 	// fresh encoder and tell the worker to start a fresh decoder.
