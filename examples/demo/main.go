@@ -8,6 +8,12 @@
 //	go run ./examples/demo -in photos -out thumbs
 //	go run ./examples/demo -http 127.0.0.1:8080  # also the browser dashboard and /metrics while it runs
 //	go run ./examples/demo -quick                # a small batch, for a smoke test
+//	go run ./examples/demo -v                    # and the pool's and queue's debug log on stderr
+//
+// Images over 1 MiB decoded are decoded once in the parent and lent to the
+// worker processes in shared memory (procpool.Shared); smaller ones are
+// read from their files by the workers. Without -out the images and
+// thumbnails go to a temporary directory, removed at exit.
 //
 // The batch runs twice: once on one worker, then on one worker per CPU, so
 // the speedup it prints is measured, not assumed.
@@ -19,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -50,6 +57,11 @@ type config struct {
 	exposed bool   // serve http beyond loopback (-insecure)
 	live    bool   // draw the live dashboard
 	tick    time.Duration
+	// shareAbove is the decoded size, in bytes, above which a source
+	// image is decoded in the parent and lent to the workers in shared
+	// memory (processes mode).
+	shareAbove int
+	logger     *slog.Logger // debug log of the pool and the queue (-v); nil: procpool's default, a silent queue
 }
 
 func main() {
@@ -68,18 +80,24 @@ func main() {
 	flag.StringVar(&cfg.http, "http", "", "serve the browser dashboard and /metrics on this address while running, e.g. 127.0.0.1:8080")
 	flag.BoolVar(&cfg.exposed, "insecure", false, "let -http listen beyond loopback: the dashboard has no tokens, and whoever reaches it can watch and submit jobs")
 	flag.BoolVar(&quick, "quick", false, "a small batch that finishes in a few seconds")
+	verbose := flag.Bool("v", false, "debug logging on stderr: worker processes, the queue, images shared (plain progress lines instead of the live dashboard)")
 	flag.Parse()
 
 	cfg.width, cfg.height = 1280, 960
 	if quick {
-		cfg.images, cfg.width, cfg.height = 6, 480, 360
+		cfg.images, cfg.width, cfg.height = 6, 640, 480 // 1.2 MiB decoded: shared
 	}
+	cfg.shareAbove = 1 << 20
 	var err error
 	if cfg.sizes, err = parseSizes(sizes); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(2)
 	}
 	cfg.live = isTerminal(os.Stdout)
+	if *verbose {
+		cfg.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.live = false // log lines would tear the dashboard redrawn in place
+	}
 	cfg.tick = time.Second
 	if cfg.live {
 		cfg.tick = 250 * time.Millisecond
@@ -149,6 +167,9 @@ func run(ctx context.Context, w io.Writer, cfg config) (report, error) {
 		if out, err = os.MkdirTemp("", "corework-demo-"); err != nil {
 			return r, err
 		}
+		// Deferred first, so it runs last: after the worker processes
+		// and the web server, deferred below, have stopped.
+		defer os.RemoveAll(out)
 	} else if err := os.MkdirAll(out, 0o755); err != nil {
 		return r, err
 	}
@@ -195,7 +216,11 @@ func run(ctx context.Context, w io.Writer, cfg config) (report, error) {
 		fmt.Fprintf(w, "input:  %d generated %dx%d JPEG images in %v\n", len(srcs), cfg.width, cfg.height, time.Since(start).Round(time.Millisecond))
 	}
 	fmt.Fprintf(w, "work:   %d thumbnails (sizes %v) on %s, small sizes at higher priority\n", len(srcs)*len(cfg.sizes), cfg.sizes, describe(cfg))
-	fmt.Fprintf(w, "output: %s\n\n", out)
+	if cfg.out == "" {
+		fmt.Fprintf(w, "output: %s (temporary, removed at exit; -out DIR keeps the files)\n\n", out)
+	} else {
+		fmt.Fprintf(w, "output: %s\n\n", out)
+	}
 
 	jobs := func(phase string) ([]thumbIn, error) {
 		dir := filepath.Join(out, phase)

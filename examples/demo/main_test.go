@@ -6,11 +6,13 @@ import (
 	"image"
 	_ "image/png"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,10 +30,10 @@ func TestMain(m *testing.M) {
 
 func quickConfig(t *testing.T, mode string) config {
 	return config{mode: mode, workers: 2, pinned: true, images: 3, width: 320, height: 200,
-		sizes: []int{64, 128, 400}, out: t.TempDir(), tick: 50 * time.Millisecond}
+		sizes: []int{64, 128, 400}, out: t.TempDir(), tick: 50 * time.Millisecond, shareAbove: 1 << 20}
 }
 
-func checkRun(t *testing.T, cfg config) {
+func checkRun(t *testing.T, cfg config) (report, string) {
 	t.Helper()
 	var out bytes.Buffer
 	r, err := run(context.Background(), &out, cfg)
@@ -67,11 +69,89 @@ func checkRun(t *testing.T, cfg config) {
 			t.Errorf("output lacks %q:\n%s", s, text)
 		}
 	}
+	return r, text
 }
 
 func TestQuickProcesses(t *testing.T) {
 	cfg := quickConfig(t, "processes")
+	r, text := checkRun(t, cfg)
+	// 320x200 RGBA is 250 KiB: under 1 MiB, the workers read the files.
+	if r.Full.Shared != 0 || !strings.Contains(text, "shared memory: none (no source image over 1 MiB decoded") {
+		t.Errorf("small images shared: %d\n%s", r.Full.Shared, text)
+	}
+}
+
+// TestSharedImages: images over the threshold are decoded in the parent
+// and lent to the workers, and the thumbnails come out the same.
+func TestSharedImages(t *testing.T) {
+	cfg := quickConfig(t, "processes")
+	cfg.shareAbove = 64 << 10
+	r, text := checkRun(t, cfg)
+	if r.Full.Shared != 3 || r.Full.SharedBytes != 3*4*320*200 ||
+		!strings.Contains(text, "shared memory: 3 source images over 64 KiB decoded") {
+		t.Errorf("shared %d images, %d bytes, want 3 and %d:\n%s", r.Full.Shared, r.Full.SharedBytes, 3*4*320*200, text)
+	}
+}
+
+// TestTempDirRemoved: without -out the run's directory is removed at exit;
+// with -out (the other tests) the thumbnails stay.
+func TestTempDirRemoved(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	cfg := quickConfig(t, "goroutines")
+	cfg.out = ""
+	var out bytes.Buffer
+	r, err := run(context.Background(), &out, cfg)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if !strings.HasPrefix(r.OutDir, tmp) || !strings.Contains(out.String(), "a temporary directory removed at exit") {
+		t.Errorf("output directory %s, not under %s:\n%s", r.OutDir, tmp, out.String())
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("left in %s after the run: %v", tmp, left)
+	}
+	// And when the run fails part way (bad -in), too.
+	cfg.in = t.TempDir()
+	if _, err := run(context.Background(), &bytes.Buffer{}, cfg); err == nil {
+		t.Fatal("empty -in directory accepted")
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("left in %s after a failed run: %v", tmp, left)
+	}
+}
+
+// TestVerbose: -v's logger gets the debug records of the pool, the
+// queue's records, and the images shared.
+func TestVerbose(t *testing.T) {
+	cfg := quickConfig(t, "processes")
+	cfg.shareAbove = 64 << 10
+	var log lockedBuffer
+	cfg.logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	checkRun(t, cfg)
+	for _, want := range []string{`level=DEBUG msg="procpool: worker spawned"`, `msg="queue started"`, `level=DEBUG msg="demo: image shared"`} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("debug log lacks %s:\n%s", want, log.String())
+		}
+	}
+}
+
+// lockedBuffer is a log destination written from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestQuickGoroutines(t *testing.T) {

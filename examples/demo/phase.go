@@ -25,6 +25,10 @@ type phaseResult struct {
 	// FirstDone and LastDone are when the first and the last thumbnail of
 	// each size finished, from the start of the phase.
 	FirstDone, LastDone map[int]time.Duration
+	// Shared and SharedBytes count the source images decoded in the
+	// parent and lent to the workers in shared memory, and their pixels.
+	Shared      int
+	SharedBytes int64
 }
 
 // priorityFor puts small previews first: they are what a user waits for.
@@ -49,18 +53,27 @@ func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []
 		FirstDone: map[int]time.Duration{}, LastDone: map[int]time.Duration{}}
 
 	var pp *procpool.Pool
-	qcfg := jobqueue.Config{Workers: workers, Capacity: len(jobs) + 1, MaxAttempts: 2, RetryDelay: 10 * time.Millisecond}
+	var imgs *sharedImages
+	qcfg := jobqueue.Config{Workers: workers, Capacity: len(jobs) + 1, MaxAttempts: 2, RetryDelay: 10 * time.Millisecond,
+		Logger: cfg.logger}
 	if cfg.mode == "processes" {
 		var err error
 		opts := []procpool.Option{procpool.WithWorkers(workers)}
 		if cfg.pinned {
 			opts = append(opts, procpool.WithPinnedWorkers())
 		}
+		if cfg.logger != nil {
+			opts = append(opts, procpool.WithLogger(cfg.logger))
+		}
 		pp, err = procpool.New(opts...)
 		if err != nil {
 			return res, err
 		}
 		defer pp.Close()
+		// Large images go to the workers in shared memory (shared.go),
+		// freed after the queue's Shutdown, deferred below.
+		imgs = newSharedImages(cfg.shareAbove, len(cfg.sizes), cfg.logger)
+		defer imgs.close()
 		// Two handler goroutines per process keep a request waiting in
 		// each worker's pipe, so no worker idles between jobs.
 		qcfg.Workers = 2 * workers
@@ -71,7 +84,7 @@ func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []
 	}
 	defer q.Shutdown(context.Background())
 	if pp != nil {
-		q.Handle("thumbnail", jobqueue.ProcPoolHandler(thumbTask, pp))
+		q.Handle("thumbnail", imgs.handler(pp))
 	} else {
 		jobqueue.HandleFunc(q, "thumbnail", makeThumbnail)
 	}
@@ -141,6 +154,9 @@ func runPhase(ctx context.Context, w io.Writer, cfg config, workers int, jobs []
 		}
 	}
 	res.Elapsed = time.Since(start)
+	if imgs != nil {
+		res.Shared, res.SharedBytes = int(imgs.count.Load()), imgs.bytes.Load()
+	}
 	dash.draw(ctx, res)
 	if res.Failed > 0 {
 		return res, fmt.Errorf("%d of %d thumbnails failed", res.Failed, len(jobs))
@@ -234,5 +250,28 @@ func printReport(w io.Writer, cfg config, r report) {
 		fmt.Fprintf(w, "  %4dpx  %-8s first %-8v last %v\n", s, priorityFor(s, cfg.sizes),
 			r.Full.FirstDone[s].Round(time.Millisecond), r.Full.LastDone[s].Round(time.Millisecond))
 	}
-	fmt.Fprintf(w, "thumbnails: %s\n", r.OutDir)
+	if cfg.mode == "processes" {
+		if r.Full.Shared > 0 {
+			fmt.Fprintf(w, "shared memory: %d source images over %s decoded, each decoded once in the parent (not once per size in the workers) and lent to the workers: %.1f MiB of pixels\n",
+				r.Full.Shared, sizeText(cfg.shareAbove), float64(r.Full.SharedBytes)/(1<<20))
+		} else {
+			fmt.Fprintf(w, "shared memory: none (no source image over %s decoded; the workers read the files)\n", sizeText(cfg.shareAbove))
+		}
+	}
+	if cfg.out == "" {
+		fmt.Fprintf(w, "thumbnails: %s, a temporary directory removed at exit (-out DIR keeps them)\n", r.OutDir)
+	} else {
+		fmt.Fprintf(w, "thumbnails: %s\n", r.OutDir)
+	}
+}
+
+// sizeText prints a byte count in KiB or MiB.
+func sizeText(n int) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	if n >= 1<<10 {
+		return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

@@ -50,25 +50,31 @@ func makeThumbnail(ctx context.Context, in thumbIn) (thumbOut, error) {
 	if err != nil {
 		return thumbOut{}, fmt.Errorf("decode %s: %w", in.Src, err)
 	}
+	return scaleTo(ctx, src, in.Dst, in.Size)
+}
+
+// scaleTo scales src so its longer side is size (Catmull-Rom), writes it
+// as a PNG to dst, and reports the thumbnail and where it was made.
+func scaleTo(ctx context.Context, src image.Image, dst string, size int) (thumbOut, error) {
 	if err := ctx.Err(); err != nil {
 		return thumbOut{}, err
 	}
-	w, h := fit(src.Bounds().Dx(), src.Bounds().Dy(), in.Size)
-	dst := image.NewRGBA(image.Rect(0, 0, w, h))
-	draw.CatmullRom.Scale(dst, dst.Bounds(), src, src.Bounds(), draw.Src, nil)
-	out, err := os.Create(in.Dst)
+	w, h := fit(src.Bounds().Dx(), src.Bounds().Dy(), size)
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	draw.CatmullRom.Scale(img, img.Bounds(), src, src.Bounds(), draw.Src, nil)
+	out, err := os.Create(dst)
 	if err != nil {
 		return thumbOut{}, err
 	}
 	enc := png.Encoder{CompressionLevel: png.BestSpeed}
-	if err := enc.Encode(out, dst); err != nil {
+	if err := enc.Encode(out, img); err != nil {
 		out.Close()
 		return thumbOut{}, err
 	}
 	if err := out.Close(); err != nil {
 		return thumbOut{}, err
 	}
-	st, err := os.Stat(in.Dst)
+	st, err := os.Stat(dst)
 	if err != nil {
 		return thumbOut{}, err
 	}
