@@ -203,7 +203,10 @@ var errUnknownOutcome = errors.New("outcome unknown")
 // window) until it gives up: at ctx's deadline, or, for a ctx without one,
 // when the request timeout has passed. If no reply ever comes the error
 // wraps errUnknownOutcome, and the job may or may not be stored. A full
-// stream is an error wrapping jobqueue.ErrQueueFull.
+// stream is an error wrapping jobqueue.ErrQueueFull, unless jobs this
+// process finished are still leaving it (their acks in flight): then the
+// message is sent again for up to settleLag, so a Submit right after a
+// Wait finds the room the finished jobs freed.
 //
 // Across a disconnect (a server restart, or a failover to another node of
 // a cluster): a request in flight when the connection drops has lost its
@@ -225,6 +228,7 @@ func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nat
 	h[jetstream.MsgIDHeader] = []string{id}
 	deadline := b.giveUpAt(ctx)
 	sent := false
+	var fullSince time.Time // when the stream first said full, if it did
 	for {
 		epoch := b.events.current() // canceled when the connection changes
 		change := epoch.Done()
@@ -272,6 +276,9 @@ func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nat
 		case err == nil:
 			// A duplicate on a repeat is this call's own store.
 			return seq, dup && first, nil
+		case isFull(err) && b.fin.settling() && time.Now().Before(fullUntil(&fullSince)):
+			// Jobs this process finished may still hold the room the
+			// stream counts (their acks in flight): send again shortly.
 		case isFull(err):
 			return 0, false, fmt.Errorf("%w: %v", jobqueue.ErrQueueFull, err)
 		case b.isClosed():
@@ -295,6 +302,16 @@ func (b *Backend) store(ctx context.Context, subj, id string, data []byte, h nat
 			t.Stop()
 		}
 	}
+}
+
+// fullUntil returns how long a store that found the stream full at
+// *since (set now if zero) may wait for settling jobs to free room:
+// settleLag from then.
+func fullUntil(since *time.Time) time.Time {
+	if since.IsZero() {
+		*since = time.Now()
+	}
+	return since.Add(settleLag)
 }
 
 // resendEvery is how long store waits for the reply to one send of a job

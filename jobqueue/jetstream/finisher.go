@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,7 +28,26 @@ type finisher struct {
 	next    uint64
 	pending map[uint64]*doneReq
 	empty   chan struct{} // closed when pending empties while Close waits
+	// ackDelay, in tests, delays each settlement after its record is
+	// stored, as a loaded machine does (see listing.dropRetained).
+	ackDelay time.Duration
+	settled  atomic.Int64 // UnixNano of the last ack or term sent
 }
+
+// settling reports whether jobs of this process have finished and may not
+// have left the jobs stream yet: records not yet confirmed, or a message
+// settled within the last half second (an ack is processed by the server
+// after it is sent).
+func (f *finisher) settling() bool {
+	f.mu.Lock()
+	n := len(f.pending)
+	f.mu.Unlock()
+	return n > 0 || time.Since(time.Unix(0, f.settled.Load())) < settleLag
+}
+
+// settleLag is how long after an ack its job may still hold room in the
+// jobs stream, as far as a Submit that finds the stream full cares.
+const settleLag = 500 * time.Millisecond
 
 type doneReq struct {
 	subj  string
@@ -97,11 +117,15 @@ func (f *finisher) reply(m *nats.Msg) {
 		f.failed(r)
 		return
 	}
+	if f.ackDelay > 0 {
+		time.Sleep(f.ackDelay)
+	}
 	if r.ack {
 		_ = r.m.Ack()
 	} else {
 		_ = r.m.TermWithReason(r.why)
 	}
+	f.settled.Store(time.Now().UnixNano())
 }
 
 func (f *finisher) failed(r *doneReq) {

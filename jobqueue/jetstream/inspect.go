@@ -21,11 +21,50 @@ func (b *Backend) Get(ctx context.Context, id string) (_ jobqueue.JobInfo, err e
 		return jobqueue.JobInfo{}, err
 	}
 	defer done(&err)
-	r, _, _, err := st.locate(ctx, id)
+	r, where, _, err := st.locate(ctx, id)
 	if err != nil {
 		return jobqueue.JobInfo{}, err
 	}
+	if where == inState && r.State.Final() {
+		// Finished, its message not yet removed: retention may have
+		// dropped its record from DONE already (see dropRetained).
+		if dropped, err := b.droppedByCount(ctx, st, r); err != nil {
+			return jobqueue.JobInfo{}, err
+		} else if dropped {
+			return jobqueue.JobInfo{}, fmt.Errorf("%w: %q", jobqueue.ErrNotFound, id)
+		}
+	}
 	return snapshot(r, time.Now()), nil
+}
+
+// droppedByCount reports whether Retention.MaxJobs has dropped finished
+// job r: DONE holds MaxJobs records already, and its oldest finished after
+// r. It costs two requests, made only in the moment between a job's final
+// state entry and the removal of its message.
+func (b *Backend) droppedByCount(ctx context.Context, st *store, r *record) (bool, error) {
+	maxJobs := b.cfg.Retention.MaxJobs
+	if !st.keepDone || maxJobs <= 0 {
+		return false, nil
+	}
+	di, err := st.done.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("jetstream: get: %w", err)
+	}
+	if di.State.Msgs < uint64(maxJobs) {
+		return false, nil
+	}
+	m, err := st.done.GetMsg(ctx, di.State.FirstSeq)
+	if err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("jetstream: get: %w", err)
+	}
+	oldest, err := decodeRecord(m.Data)
+	if err != nil {
+		return false, nil
+	}
+	return oldest.ID != r.ID && oldest.FinishedAt.After(r.FinishedAt), nil
 }
 
 // Cancel implements jobqueue.Backend. A job not running is canceled with a

@@ -96,7 +96,14 @@ func (l *listing) gather(ctx context.Context) error {
 			l.all[id] = &cand{where: inJobs, subj: n.prefix + ".q." + level + "." + id}
 		}
 	}
+	// finished holds every finished job that a store speaks for, whatever
+	// the filter, by ID: the count bound applies to all of them.
+	finished := map[string]time.Time{}
 	err = st.scanState(ctx, func(r *record) {
+		_, msg := ready[r.ID]
+		if r.State.Final() && msg {
+			finished[r.ID] = r.FinishedAt
+		}
 		if _, msg := l.all[r.ID]; l.before(r.ID) && (msg || !r.State.Final()) {
 			l.all[r.ID] = &cand{where: inState, rec: r}
 		}
@@ -107,6 +114,9 @@ func (l *listing) gather(ctx context.Context) error {
 	if st.keepDone && (l.f.State == jobqueue.StateUnknown || l.f.State.Final()) {
 		err := st.scan(ctx, n.done, n.prefix+".done.>", false, func(m jetstream.Msg) {
 			r, err := decodeRecord(m.Data())
+			if err == nil {
+				finished[r.ID] = r.FinishedAt
+			}
 			switch {
 			case err != nil || !l.before(r.ID):
 			case !l.kind(&r.Job):
@@ -122,12 +132,41 @@ func (l *listing) gather(ctx context.Context) error {
 			return err
 		}
 	}
+	l.dropRetained(finished)
 	l.ids = make([]string, 0, len(l.all))
 	for id := range l.all {
 		l.ids = append(l.ids, id)
 	}
 	slices.SortFunc(l.ids, func(x, y string) int { return cmp.Compare(y, x) })
 	return nil
+}
+
+// dropRetained applies Retention.MaxJobs to the finished jobs found, by
+// ID with their finish times: only the newest MaxJobs stay candidates.
+// DONE's MaxMsgs alone does not bound them. A job's final state entry
+// speaks for it while its message is still in JOBS, and the finisher
+// removes the message (an asynchronous ack) only after DONE has stored the
+// record; on a loaded machine the acks of several jobs can still be in
+// flight when DONE already holds MaxJobs newer records and has dropped
+// theirs, and the finished jobs whose records are not stored yet are not
+// counted by DONE at all. Both are counted here, as DONE will count them.
+func (l *listing) dropRetained(finished map[string]time.Time) {
+	maxJobs := l.b.cfg.Retention.MaxJobs
+	if maxJobs <= 0 || len(finished) <= maxJobs {
+		return
+	}
+	ids := make([]string, 0, len(finished))
+	for id := range finished {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(x, y string) int { // newest first
+		return cmp.Or(finished[y].Compare(finished[x]), cmp.Compare(y, x))
+	})
+	for _, id := range ids[maxJobs:] {
+		if c := l.all[id]; c != nil && c.rec != nil && c.rec.State.Final() {
+			delete(l.all, id)
+		}
+	}
 }
 
 // walk returns the candidates that match, newest first, up to the limit,
