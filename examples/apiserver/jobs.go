@@ -22,14 +22,14 @@ const (
 
 // jobTypes describes the job types registerJobs installs, for GET /.
 var jobTypes = map[string]string{
-	"fibonacci": `payload {"n": 0-200000}: the n-th Fibonacci number, with progress every 10%`,
-	"sleep":     `payload {"duration": "5s"}: waits, with progress every tenth; cancel it with DELETE`,
-	"fail":      `payload {"rate": 0.5} (optional): each attempt fails with this probability, to watch retries`,
+	"fib-big": `payload {"n": 0-200000}: the n-th Fibonacci number, with progress every 10%`,
+	"sleep":   `payload {"duration": "5s"}: waits, with progress every tenth; cancel it with DELETE`,
+	"fail":    `payload {"rate": 0.5} (optional): each attempt fails with this probability, to watch retries`,
 }
 
 // registerJobs installs the example job types on q.
 func registerJobs(q *jobqueue.Queue) {
-	jobqueue.HandleFunc(q, "fibonacci", fibonacci)
+	jobqueue.HandleFunc(q, "fib-big", fibonacci)
 	jobqueue.HandleFunc(q, "sleep", sleep)
 	jobqueue.HandleFunc(q, "fail", fail)
 }

@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -48,6 +49,7 @@ type config struct {
 	grace    time.Duration // shutdown time for running jobs (0: 10 s)
 	tokens   string        // token file (empty: no tokens, every request is access.Local)
 	insecure bool          // listen beyond loopback without tokens
+	logger   *slog.Logger  // the queue's, the bridge's and the JetStream backend's (-v); nil: none
 
 	// Per-principal limits (see serverConfig).
 	maxActive       int   // active jobs (0: 1000)
@@ -139,8 +141,15 @@ func cli(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.maxStreams, "max-streams", defaultMaxStreams, "open event streams per principal (503 beyond)")
 	fs.IntVar(&cfg.maxStreamsTotal, "max-streams-total", defaultMaxStreamsTotal, "open event streams of all principals (503 beyond)")
 	fs.DurationVar(&cfg.writeTimeout, "write-timeout", defaultWriteTimeout, "time to write an answer, from the end of the request header (event streams: 10s per write instead)")
+	verbose := fs.Bool("v", false, "debug log on stderr (the queue's, the WebSocket bridge's and, with -store, the JetStream backend's)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
+	}
+	if *verbose {
+		cfg.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "apiserver: unexpected argument %q\n", fs.Arg(0))
@@ -202,10 +211,15 @@ func run(ctx context.Context, logw io.Writer, cfg config) error {
 		RetryDelay:     200 * time.Millisecond,
 		MaxRetryDelay:  5 * time.Second,
 		ShutdownPolicy: jobqueue.LeavePending,
+		Logger:         cfg.logger,
 	}
 	backend := "memory"
 	if cfg.store != "" {
-		b, err := jetstream.Embedded(cfg.store)
+		var opts []jetstream.Option
+		if cfg.logger != nil {
+			opts = append(opts, jetstream.WithLogger(cfg.logger))
+		}
+		b, err := jetstream.Embedded(cfg.store, opts...)
 		if err != nil {
 			return fmt.Errorf("apiserver: -store %s: %w", cfg.store, err)
 		}
@@ -228,6 +242,7 @@ func run(ctx context.Context, logw io.Writer, cfg config) error {
 		MaxPayloadBytes: cfg.maxPayloadBytes,
 		MaxStreams:      cfg.maxStreams,
 		MaxStreamsTotal: cfg.maxStreamsTotal,
+		WS:              wsbridge.Config{Logger: cfg.logger},
 	})
 	hs := httpServer(cfg, api)
 

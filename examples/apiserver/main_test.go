@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -152,7 +153,7 @@ func isFinal(info jobqueue.JobInfo) bool { return info.State.Final() }
 
 func TestCreateAndPoll(t *testing.T) {
 	e := newEnv(t, jobqueue.Config{Workers: 2}, serverConfig{}, true)
-	id := e.submit(`{"type":"fibonacci","payload":{"n":90},"priority":"high","timeout":"30s","max_attempts":1}`)
+	id := e.submit(`{"type":"fib-big","payload":{"n":90},"priority":"high","timeout":"30s","max_attempts":1}`)
 	info := e.pollUntil(id, isFinal)
 	if info.State != jobqueue.StateSucceeded || info.Priority != jobqueue.High || info.MaxAttempts != 1 || info.Timeout != 30*time.Second {
 		t.Fatalf("job %+v", info)
@@ -166,7 +167,7 @@ func TestCreateAndPoll(t *testing.T) {
 	}
 
 	// A long value is shortened; its digit count is exact.
-	id = e.submit(`{"type":"fibonacci","payload":{"n":1000}}`)
+	id = e.submit(`{"type":"fib-big","payload":{"n":1000}}`)
 	info = e.pollUntil(id, isFinal)
 	if err := json.Unmarshal(info.Result, &out); err != nil {
 		t.Fatal(err)
@@ -271,7 +272,7 @@ func kinds(t *testing.T, evs []sseEvent) []string {
 
 func TestEventStream(t *testing.T) {
 	e := newEnv(t, jobqueue.Config{Workers: 1}, serverConfig{}, false)
-	id := e.submit(`{"type":"fibonacci","payload":{"n":50}}`)
+	id := e.submit(`{"type":"fib-big","payload":{"n":50}}`)
 	resp := e.openEvents(context.Background(), id)
 	defer resp.Body.Close()
 	if err := e.q.Start(); err != nil { // the job runs only now
@@ -449,9 +450,9 @@ func TestErrors(t *testing.T) {
 
 func TestQueueFull(t *testing.T) {
 	e := newEnv(t, jobqueue.Config{Workers: 1, Capacity: 2}, serverConfig{}, false)
-	first := e.submit(`{"type":"fibonacci","payload":{"n":1},"unique_key":"k"}`)
+	first := e.submit(`{"type":"fib-big","payload":{"n":1},"unique_key":"k"}`)
 	// The same unique key returns the active job instead of a second one.
-	if again := e.submit(`{"type":"fibonacci","payload":{"n":1},"unique_key":"k"}`); again != first {
+	if again := e.submit(`{"type":"fib-big","payload":{"n":1},"unique_key":"k"}`); again != first {
 		t.Fatalf("unique key: %s then %s", first, again)
 	}
 	e.submit(`{"type":"sleep","payload":{"duration":"0s"}}`)
@@ -464,8 +465,8 @@ func TestQueueFull(t *testing.T) {
 func TestListAndStats(t *testing.T) {
 	e := newEnv(t, jobqueue.Config{Workers: 2}, serverConfig{}, true)
 	ids := []string{
-		e.submit(`{"type":"fibonacci","payload":{"n":10}}`),
-		e.submit(`{"type":"fibonacci","payload":{"n":20},"unique_key":"twenty"}`),
+		e.submit(`{"type":"fib-big","payload":{"n":10}}`),
+		e.submit(`{"type":"fib-big","payload":{"n":20},"unique_key":"twenty"}`),
 		e.submit(`{"type":"sleep","payload":{"duration":"1ms"}}`),
 	}
 	for _, id := range ids {
@@ -483,7 +484,7 @@ func TestListAndStats(t *testing.T) {
 	if jobs := list(""); len(jobs) != 3 || jobs[0].ID != ids[2] {
 		t.Fatalf("all jobs, newest first: %+v", jobs)
 	}
-	if jobs := list("?type=fibonacci&state=succeeded&limit=1"); len(jobs) != 1 || jobs[0].ID != ids[1] {
+	if jobs := list("?type=fib-big&state=succeeded&limit=1"); len(jobs) != 1 || jobs[0].ID != ids[1] {
 		t.Fatalf("filtered: %+v", jobs)
 	}
 	if jobs := list("?state=failed"); len(jobs) != 0 {
@@ -514,7 +515,7 @@ func TestWebSocket(t *testing.T) {
 		t.Fatalf("WebSocket principal %q, want %q", c.Principal(), access.Local.Name)
 	}
 	defer c.Close()
-	id, err := c.Submit(ctx, jobqueue.JobRequest{Type: "fibonacci", Payload: []byte(`{"n":30}`)})
+	id, err := c.Submit(ctx, jobqueue.JobRequest{Type: "fib-big", Payload: []byte(`{"n":30}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +528,7 @@ func TestWebSocket(t *testing.T) {
 		t.Fatalf("GET /jobs/%s: %+v", id, info)
 	}
 	// And a job submitted over REST can be waited for over the WebSocket.
-	id = e.submit(`{"type":"fibonacci","payload":{"n":40}}`)
+	id = e.submit(`{"type":"fib-big","payload":{"n":40}}`)
 	if done, err = c.Wait(ctx, id); err != nil || !bytes.Contains(done.Result, []byte(`"value":"102334155"`)) {
 		t.Fatalf("REST job over the WebSocket: %+v %v", done, err)
 	}
@@ -595,7 +596,7 @@ func TestRun(t *testing.T) {
 	url, stop, log := startRun(t, config{workers: 2, grace: 200 * time.Millisecond})
 	c := &http.Client{}
 	defer c.CloseIdleConnections()
-	status, h, b := do(t, c, "POST", url+"/jobs", "application/json", `{"type":"fibonacci","payload":{"n":20}}`)
+	status, h, b := do(t, c, "POST", url+"/jobs", "application/json", `{"type":"fib-big","payload":{"n":20}}`)
 	if status != http.StatusAccepted {
 		t.Fatalf("POST: %d %s", status, b)
 	}
@@ -668,13 +669,13 @@ func TestRunJetStream(t *testing.T) {
 	}
 
 	url, stop, log := startRun(t, config{workers: 1, store: dir, grace: 100 * time.Millisecond})
-	done := post(url, `{"type":"fibonacci","payload":{"n":20}}`)
+	done := post(url, `{"type":"fib-big","payload":{"n":20}}`)
 	if info := poll(url+done, isFinal); info.State != jobqueue.StateSucceeded {
 		t.Fatalf("job %+v", info)
 	}
 	long := post(url, `{"type":"sleep","payload":{"duration":"1m"}}`)
 	poll(url+long, func(i jobqueue.JobInfo) bool { return i.State == jobqueue.StateRunning })
-	queued := post(url, `{"type":"fibonacci","payload":{"n":25}}`) // behind the sleep
+	queued := post(url, `{"type":"fib-big","payload":{"n":25}}`) // behind the sleep
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v\n%s", err, log)
 	}
@@ -730,5 +731,51 @@ func TestFlags(t *testing.T) {
 		if code := cli(c.args, &stderr); code != c.code || !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("%q: exit %d, want %d with %q\n%s", c.args, code, c.code, c.want, stderr.String())
 		}
+	}
+}
+
+// TestVerbose checks -h (exit 0) and -v: the queue's and the bridge's
+// records, Debug included, go to stderr.
+func TestVerbose(t *testing.T) {
+	var help bytes.Buffer
+	if code := cli([]string{"-h"}, &help); code != 0 || !strings.Contains(help.String(), "-v\tdebug log") {
+		t.Fatalf("-h: exit %d\n%s", code, help.String())
+	}
+	var stderr bytes.Buffer
+	if code := cli([]string{"-v", "-addr", "127.0.0.1:notaport"}, &stderr); code != 1 || !strings.Contains(stderr.String(), `level=INFO msg="queue stopped"`) {
+		t.Fatalf("-v with a bad address: exit %d\n%s", code, stderr.String())
+	}
+
+	// A command the bridge refuses is a Debug record.
+	var logs syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	urls := make(chan string, 1)
+	done := make(chan error, 1)
+	sctx, stop := context.WithCancel(ctx)
+	go func() {
+		done <- run(sctx, &logs, config{addr: "127.0.0.1:0", logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			ready: func(url string) { urls <- url }})
+	}()
+	var url string
+	select {
+	case url = <-urls:
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	}
+	c, err := wsbridge.Dial(ctx, "ws"+strings.TrimPrefix(url, "http")+"/ws", wsbridge.WithReconnect(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Submit(ctx, jobqueue.JobRequest{Type: "no-such-type"}); err == nil {
+		t.Error("a job of an unknown type was accepted")
+	}
+	c.Close()
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !strings.Contains(logs.String(), "level=DEBUG") {
+		t.Errorf("-v logged no Debug record:\n%s", logs.String())
 	}
 }

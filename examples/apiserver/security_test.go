@@ -155,7 +155,7 @@ func TestUnauthorized(t *testing.T) {
 		t.Fatalf("WebSocket principal %q", c.Principal())
 	}
 	// A job alice submits over the WebSocket is alice's over REST.
-	id, err := c.Submit(ctx, jobqueue.JobRequest{Type: "fibonacci", Payload: []byte(`{"n":10}`)})
+	id, err := c.Submit(ctx, jobqueue.JobRequest{Type: "fib-big", Payload: []byte(`{"n":10}`)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,15 +3,18 @@
 //
 //	go run ./examples/basics          # about 6 s + 2 s of I/O, then the CPU part
 //	go run ./examples/basics -quick   # the same lesson in well under a second
+//	go run ./examples/basics -v       # and a debug record per measured phase on stderr
 //
 // Every time it prints was measured while it ran.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -26,14 +29,40 @@ type config struct {
 	ioDelay  time.Duration // how long each I/O task waits
 	cpuTasks int           // number of CPU-bound tasks
 	fibN     int           // size of each CPU-bound task
+	logger   *slog.Logger  // a Debug record per measured phase (-v); nil: none
 }
 
-func main() {
-	quick := flag.Bool("quick", false, "shrink the lesson so it finishes in well under a second")
-	flag.Parse()
+// parseArgs reads the command line (without the program name); -h and bad
+// flags return flag.ErrHelp or the flag's error after printing to stderr.
+func parseArgs(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("basics", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "shrink the lesson so it finishes in well under a second")
+	verbose := fs.Bool("v", false, "debug log on stderr: a record per measured phase (tasks, workers, GOMAXPROCS, time)")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "basics: unexpected argument %q\n", fs.Arg(0))
+		return config{}, errors.New("basics: unexpected argument")
+	}
 	cfg := config{ioTasks: 3, ioDelay: 2 * time.Second, cpuTasks: 4 * runtime.GOMAXPROCS(0), fibN: 32}
 	if *quick {
 		cfg = config{ioTasks: 3, ioDelay: 50 * time.Millisecond, cpuTasks: 4 * runtime.GOMAXPROCS(0), fibN: 27}
+	}
+	if *verbose {
+		cfg.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return cfg, nil
+}
+
+func main() {
+	cfg, err := parseArgs(os.Args[1:], os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return
+	case err != nil:
+		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -87,6 +116,10 @@ func run(ctx context.Context, w io.Writer, cfg config) (results, error) {
 	var r results
 	l := &logger{w: w}
 	cores := runtime.GOMAXPROCS(0)
+	dbg := cfg.logger
+	if dbg == nil {
+		dbg = slog.New(slog.DiscardHandler)
+	}
 
 	fmt.Fprintf(w, "== Lesson 1: I/O-bound work. %d tasks that each wait %v.\n", cfg.ioTasks, cfg.ioDelay)
 	start := time.Now()
@@ -96,6 +129,7 @@ func run(ctx context.Context, w io.Writer, cfg config) (results, error) {
 		}
 	}
 	r.ioSequential = time.Since(start)
+	dbg.Debug("phase measured", "phase", "I/O sequential", "tasks", cfg.ioTasks, "workers", 1, "elapsed", r.ioSequential)
 
 	p := pool.New(cfg.ioTasks)
 	defer p.Close()
@@ -110,6 +144,7 @@ func run(ctx context.Context, w io.Writer, cfg config) (results, error) {
 		return r, err
 	}
 	r.ioConcurrent = time.Since(start)
+	dbg.Debug("phase measured", "phase", "I/O on a pool", "tasks", cfg.ioTasks, "workers", cfg.ioTasks, "elapsed", r.ioConcurrent)
 	fmt.Fprintf(w, "sequential: %v   concurrent on a pool: %v   (%.1fx faster: the waits overlap)\n\n",
 		r.ioSequential.Round(time.Millisecond), r.ioConcurrent.Round(time.Millisecond),
 		float64(r.ioSequential)/float64(r.ioConcurrent))
@@ -125,6 +160,7 @@ func run(ctx context.Context, w io.Writer, cfg config) (results, error) {
 	}
 	r.cpuSequential = time.Since(start)
 	r.checksum = total
+	dbg.Debug("phase measured", "phase", "CPU sequential", "tasks", cfg.cpuTasks, "fib", cfg.fibN, "workers", 1, "gomaxprocs", cores, "elapsed", r.cpuSequential)
 
 	// Size 0 is the default: one worker per GOMAXPROCS, which on Linux
 	// follows the CPU affinity mask and the cgroup CPU quota.
@@ -132,6 +168,7 @@ func run(ctx context.Context, w io.Writer, cfg config) (results, error) {
 	if r.cpuPool, err = cpuOnPool(ctx, 0, cfg); err != nil {
 		return r, err
 	}
+	dbg.Debug("phase measured", "phase", "CPU on a pool", "tasks", cfg.cpuTasks, "fib", cfg.fibN, "workers", cores, "gomaxprocs", cores, "elapsed", r.cpuPool)
 
 	// GOMAXPROCS=1 is Go's version of a global interpreter lock: however
 	// many goroutines there are, one core runs them. The pool keeps its
@@ -142,6 +179,7 @@ func run(ctx context.Context, w io.Writer, cfg config) (results, error) {
 	if err != nil {
 		return r, err
 	}
+	dbg.Debug("phase measured", "phase", "CPU on a pool, GOMAXPROCS=1", "tasks", cfg.cpuTasks, "fib", cfg.fibN, "workers", cores, "gomaxprocs", 1, "elapsed", r.cpuOneCore)
 	fmt.Fprintf(w, "sequential:                     %v\n", r.cpuSequential.Round(100*time.Microsecond))
 	fmt.Fprintf(w, "pool of %d workers:              %v   (speedup %.2fx)\n", cores, r.cpuPool.Round(100*time.Microsecond),
 		float64(r.cpuSequential)/float64(r.cpuPool))

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
+	"io"
 	"regexp"
 	"strings"
 	"testing"
@@ -46,5 +49,29 @@ func TestCanceled(t *testing.T) {
 	var out bytes.Buffer
 	if _, err := run(ctx, &out, config{ioTasks: 2, ioDelay: time.Hour, cpuTasks: 1, fibN: 10}); err == nil {
 		t.Fatal("run on a canceled context returned no error")
+	}
+}
+
+// TestFlags checks -h (flag.ErrHelp: main exits 0), -quick and -v (a Debug
+// record per measured phase).
+func TestFlags(t *testing.T) {
+	var help bytes.Buffer
+	if _, err := parseArgs([]string{"-h"}, &help); !errors.Is(err, flag.ErrHelp) || !strings.Contains(help.String(), "-v\tdebug log") {
+		t.Fatalf("-h: %v\n%s", err, help.String())
+	}
+	if _, err := parseArgs([]string{"extra"}, io.Discard); err == nil {
+		t.Error("an unexpected argument was accepted")
+	}
+	var logs bytes.Buffer
+	cfg, err := parseArgs([]string{"-v", "-quick"}, &logs)
+	if err != nil || cfg.logger == nil || cfg.ioDelay != 50*time.Millisecond {
+		t.Fatalf("-v -quick: %+v, %v", cfg, err)
+	}
+	cfg.ioDelay, cfg.cpuTasks, cfg.fibN = time.Millisecond, 2, 10
+	if _, err := run(context.Background(), io.Discard, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), `level=DEBUG msg="phase measured"`); n != 5 {
+		t.Errorf("-v: %d debug records, want 5:\n%s", n, logs.String())
 	}
 }

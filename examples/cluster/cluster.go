@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -26,6 +27,8 @@ var (
 	errLost = errors.New("jobs lost")
 	// errUsage is returned for bad arguments (flag has printed why).
 	errUsage = errors.New("usage")
+	// errHelp is returned for -h (flag has printed the usage).
+	errHelp = errors.New("help requested")
 )
 
 // jobType is the one job type of the example: it works for the payload's
@@ -66,6 +69,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 func parse(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(os.Stderr)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
 		return errUsage
 	}
 	if fs.NArg() > 0 {
@@ -135,6 +141,26 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
+// verboseFlag adds -v to fs. The function it returns, once fs is parsed,
+// gives the logger -v asks for: debug records as text on stderr, or nil.
+func verboseFlag(fs *flag.FlagSet) func() *slog.Logger {
+	v := fs.Bool("v", false, "debug log on stderr (the job queue's and the JetStream backend's records)")
+	return func() *slog.Logger {
+		if !*v {
+			return nil
+		}
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+}
+
+// withLogger appends jetstream.WithLogger(l) to opts when l is not nil.
+func withLogger(opts []jetstream.Option, l *slog.Logger) []jetstream.Option {
+	if l != nil {
+		opts = append(opts, jetstream.WithLogger(l))
+	}
+	return opts
+}
+
 // tokenFlag adds -token-file to fs. The function it returns reads the
 // token from the file once fs is parsed: the first line that is neither
 // blank nor a # comment, trimmed ("" without the flag). A file keeps the
@@ -176,28 +202,33 @@ func work(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	url := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
 	concurrency := fs.Int("concurrency", runtime.GOMAXPROCS(0), "jobs run at a time")
-	name := fs.String("name", fmt.Sprintf("worker-%d", os.Getpid()), "name reported with each job")
+	name := fs.String("name", "", "name reported with each job (default: worker-PID)")
 	quiet := fs.Bool("quiet", false, "do not print a line per job")
 	replicas := fs.Int("replicas", 1, "copies of every stream: 1 on one server, 3 on a three-node cluster")
 	token := tokenFlag(fs)
+	verbose := verboseFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *concurrency < 1 {
 		return fmt.Errorf("worker: -concurrency %d", *concurrency)
 	}
+	if *name == "" {
+		*name = fmt.Sprintf("worker-%d", os.Getpid())
+	}
 	opts, err := clientOptions(*replicas, token)
 	if err != nil {
 		return err
 	}
-	b, err := jetstream.Connect(*url, opts...)
+	logger := verbose()
+	b, err := jetstream.Connect(*url, withLogger(opts, logger)...)
 	if err != nil {
 		return err
 	}
 	// On Ctrl-C a worker finishes the jobs it runs and leaves the rest in
 	// the server for the other workers (or for its next start).
 	q, err := jobqueue.New(jobqueue.Config{Backend: b, Workers: *concurrency, Retention: retention,
-		ShutdownPolicy: jobqueue.LeavePending})
+		ShutdownPolicy: jobqueue.LeavePending, Logger: logger})
 	if err != nil {
 		_ = b.Close(context.Background())
 		return err
@@ -287,6 +318,7 @@ func submit(ctx context.Context, args []string, out io.Writer) error {
 	wait := fs.Duration("wait", time.Minute, "how long to wait for the jobs to finish")
 	replicas := fs.Int("replicas", 1, "copies of every stream: 1 on one server, 3 on a three-node cluster")
 	token := tokenFlag(fs)
+	verbose := verboseFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -294,11 +326,12 @@ func submit(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := jetstream.Connect(*url, opts...)
+	logger := verbose()
+	b, err := jetstream.Connect(*url, withLogger(opts, logger)...)
 	if err != nil {
 		return err
 	}
-	q, err := jobqueue.New(jobqueue.Config{Backend: b, NoWorkers: true, Retention: retention})
+	q, err := jobqueue.New(jobqueue.Config{Backend: b, NoWorkers: true, Retention: retention, Logger: logger})
 	if err != nil {
 		_ = b.Close(context.Background())
 		return err
@@ -330,9 +363,11 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 	concurrency := fs.Int("concurrency", 2, "jobs each worker process runs at a time")
 	jobs := fs.Int("jobs", 30, "jobs to queue, spread over three priorities")
 	ms := fs.Int("work", 40, "milliseconds of work per job")
+	verbose := verboseFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	logger := verbose()
 	if *workers < 1 || *concurrency < 1 || *jobs < 3 {
 		return fmt.Errorf("demo: need at least 1 worker, concurrency 1 and 3 jobs")
 	}
@@ -345,7 +380,7 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := jetstream.NewServer(dir, jetstream.WithListen("127.0.0.1:0"))
+	srv, err := jetstream.NewServer(dir, withLogger([]jetstream.Option{jetstream.WithListen("127.0.0.1:0")}, logger)...)
 	if err != nil {
 		return err
 	}
@@ -353,11 +388,11 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 	url := srv.ClientURL()
 	fmt.Fprintf(out, "demo: NATS server with JetStream on %s, files in %s\n", url, dir)
 
-	b, err := jetstream.Connect(url)
+	b, err := jetstream.Connect(url, withLogger(nil, logger)...)
 	if err != nil {
 		return err
 	}
-	q, err := jobqueue.New(jobqueue.Config{Backend: b, NoWorkers: true, Retention: retention})
+	q, err := jobqueue.New(jobqueue.Config{Backend: b, NoWorkers: true, Retention: retention, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -381,7 +416,7 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 
 	sub := q.Subscribe(jobqueue.EventFilter{Kinds: []jobqueue.EventKind{jobqueue.EventSucceeded, jobqueue.EventFailed}})
 	defer sub.Close()
-	procs, err := startWorkers(ctx, exe, url, *workers, *concurrency)
+	procs, err := startWorkers(ctx, exe, url, *workers, *concurrency, logger != nil)
 	defer stopWorkers(procs)
 	if err != nil {
 		return err
@@ -468,11 +503,15 @@ func reportPriority(out io.Writer, infos []jobqueue.JobInfo) {
 }
 
 // startWorkers starts n worker processes of this binary.
-func startWorkers(ctx context.Context, exe, url string, n, concurrency int) ([]*exec.Cmd, error) {
+// With verbose they log as -v says.
+func startWorkers(ctx context.Context, exe, url string, n, concurrency int, verbose bool) ([]*exec.Cmd, error) {
 	var procs []*exec.Cmd
 	for i := range n {
-		cmd := exec.CommandContext(ctx, exe, "worker", "-nats", url, "-concurrency", fmt.Sprint(concurrency),
-			"-name", fmt.Sprintf("w%d", i+1), "-quiet")
+		args := []string{"worker", "-nats", url, "-concurrency", fmt.Sprint(concurrency), "-name", fmt.Sprintf("w%d", i+1), "-quiet"}
+		if verbose {
+			args = append(args, "-v")
+		}
+		cmd := exec.CommandContext(ctx, exe, args...)
 		cmd.Cancel = func() error { return interrupt(cmd.Process) }
 		cmd.WaitDelay = 30 * time.Second
 		cmd.Stderr = os.Stderr

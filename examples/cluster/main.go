@@ -54,6 +54,8 @@ func main() {
 		os.Exit(1)
 	case errors.Is(err, errUsage):
 		os.Exit(2)
+	case errors.Is(err, errHelp):
+		// -h: the usage is printed; asking for it is no failure.
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "cluster:", err)
 		os.Exit(1)

@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -277,5 +281,28 @@ func TestServerExposed(t *testing.T) {
 	if err := run(context.Background(), []string{"server", "-listen", "0.0.0.0:4222", "-store", t.TempDir(), "-token-file", short}, &syncBuffer{}); err == nil ||
 		!strings.Contains(err.Error(), "at least 16") {
 		t.Errorf("a short token: %v", err)
+	}
+}
+
+// TestFlags checks -h on every subcommand (errHelp: main exits 0) and -v
+// (a logger that takes Debug records).
+func TestFlags(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"demo", "-h"}, {"server", "-h"}, {"worker", "-h"}, {"submit", "-h"}} {
+		if err := run(context.Background(), args, io.Discard); !errors.Is(err, errHelp) {
+			t.Errorf("%q = %v, want errHelp", args, err)
+		}
+	}
+	if err := run(context.Background(), []string{"worker", "-nope"}, io.Discard); !errors.Is(err, errUsage) {
+		t.Errorf("a bad flag = %v, want errUsage", err)
+	}
+	for _, args := range [][]string{nil, {"-v"}} {
+		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+		verbose := verboseFlag(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		if l := verbose(); (l != nil) != (len(args) == 1) || l != nil && !l.Enabled(context.Background(), slog.LevelDebug) {
+			t.Errorf("%q: logger %v", args, l)
+		}
 	}
 }

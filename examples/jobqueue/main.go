@@ -19,6 +19,7 @@
 //
 //	go run ./examples/jobqueue          # the full run, a few seconds
 //	go run ./examples/jobqueue -quick   # a small run
+//	go run ./examples/jobqueue -v       # every event, and the queue's debug log on stderr
 package main
 
 import (
@@ -33,6 +34,7 @@ import (
 	"image/color"
 	"image/png"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -58,6 +60,7 @@ type options struct {
 	Workers    int           // 0: one per CPU
 	Aging      time.Duration // jobqueue.Config.AgingInterval
 	Verbose    bool          // print every event, progress included
+	Logger     *slog.Logger  // jobqueue.Config.Logger (-v: debug records on stderr)
 }
 
 func fullOptions() options {
@@ -68,20 +71,46 @@ func quickOptions() options {
 	return options{Images: 6, ImageW: 480, Reports: 3, ReportRows: 40_000, Emails: 24, Aging: 500 * time.Millisecond}
 }
 
-func main() {
-	quick := flag.Bool("quick", false, "a small run that finishes in about a second")
-	workers := flag.Int("workers", 0, "worker goroutines (0: one per CPU)")
-	aging := flag.Duration("aging", -1, "anti-starvation aging interval (0: strict priority; default 500ms)")
-	verbose := flag.Bool("v", false, "print every event, progress included")
-	flag.Parse()
+// parseArgs reads the command line (without the program name); -h and bad
+// flags return flag.ErrHelp or the flag's error after printing to stderr.
+func parseArgs(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("jobqueue", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "a small run that finishes in about a second")
+	workers := fs.Int("workers", 0, "worker goroutines (0: one per CPU)")
+	aging := fs.Duration("aging", fullOptions().Aging, "anti-starvation aging interval (0: strict priority)")
+	verbose := fs.Bool("v", false, "print every event, progress included, and the queue's debug log on stderr")
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "jobqueue: unexpected argument %q\n", fs.Arg(0))
+		return options{}, errors.New("jobqueue: unexpected argument")
+	}
+	if *aging < 0 {
+		fmt.Fprintf(stderr, "jobqueue: -aging %v: must not be negative\n", *aging)
+		return options{}, errors.New("jobqueue: negative -aging")
+	}
 	o := fullOptions()
 	if *quick {
 		o = quickOptions()
 	}
 	o.Workers = *workers
+	o.Aging = *aging
 	o.Verbose = *verbose
-	if *aging >= 0 {
-		o.Aging = *aging
+	if *verbose {
+		o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return o, nil
+}
+
+func main() {
+	o, err := parseArgs(os.Args[1:], os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return
+	case err != nil:
+		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -107,6 +136,7 @@ func run(ctx context.Context, w io.Writer, o options) (summary, error) {
 		RetryDelay:    20 * time.Millisecond,
 		MaxRetryDelay: 200 * time.Millisecond,
 		Timeout:       30 * time.Second,
+		Logger:        o.Logger,
 	})
 	if err != nil {
 		return sum, err

@@ -3,6 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -54,5 +58,44 @@ func TestQuickRun(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(s)
+	}
+}
+
+// TestFlags checks the command line: -h prints sane defaults, -v turns on
+// the event log and the queue's debug records.
+func TestFlags(t *testing.T) {
+	var help bytes.Buffer
+	if _, err := parseArgs([]string{"-h"}, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	if s := help.String(); !strings.Contains(s, "(default 500ms)") || strings.Contains(s, "-1ns") {
+		t.Errorf("-h prints:\n%s", s)
+	}
+	o, err := parseArgs(nil, io.Discard)
+	if err != nil || o.Aging != 500*time.Millisecond || o.Logger != nil || o.Verbose {
+		t.Errorf("no flags: %+v, %v", o, err)
+	}
+	o, err = parseArgs([]string{"-aging", "0", "-quick"}, io.Discard)
+	if err != nil || o.Aging != 0 || o.Images != quickOptions().Images {
+		t.Errorf("-aging 0 -quick: %+v, %v", o, err)
+	}
+	if _, err := parseArgs([]string{"-aging", "-1s"}, io.Discard); err == nil {
+		t.Error("-aging -1s accepted")
+	}
+	var logs bytes.Buffer
+	ctxT := context.Background()
+	o, err = parseArgs([]string{"-v", "-quick"}, &logs)
+	if err != nil || !o.Verbose || o.Logger == nil || !o.Logger.Enabled(ctxT, slog.LevelDebug) {
+		t.Fatalf("-v: %+v, %v", o, err)
+	}
+	o.Emails, o.Images, o.Reports = 4, 1, 1
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := run(ctx, io.Discard, o); err != nil {
+		t.Fatal(err)
+	}
+	// The queue logs no Debug record of its own today; its start is there.
+	if s := logs.String(); !strings.Contains(s, `msg="queue started"`) {
+		t.Errorf("-v logged:\n%s", s)
 	}
 }

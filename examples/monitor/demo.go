@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -60,9 +61,15 @@ type demo struct {
 const demoRate = 20
 
 // startDemo starts the pools, the queue and the goroutine that feeds them;
-// stopDemo stops them. Worker output goes to stderr.
-func startDemo(stderr io.Writer) (*demo, error) {
-	procs, err := procpool.New(procpool.WithWorkers(2), procpool.WithOutput(stderr))
+// stopDemo stops them. Worker output goes to stderr; the queue and the
+// process pool log to logger (nil: the queue logs nothing, the process
+// pool to slog.Default).
+func startDemo(stderr io.Writer, logger *slog.Logger) (*demo, error) {
+	popts := []procpool.Option{procpool.WithWorkers(2), procpool.WithOutput(stderr)}
+	if logger != nil {
+		popts = append(popts, procpool.WithLogger(logger))
+	}
+	procs, err := procpool.New(popts...)
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +78,7 @@ func startDemo(stderr io.Writer) (*demo, error) {
 		Capacity:       200,
 		RetryDelay:     100 * time.Millisecond,
 		ShutdownPolicy: jobqueue.LeavePending,
+		Logger:         logger,
 	})
 	if err != nil {
 		procs.Close()

@@ -33,6 +33,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -83,6 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	pidList := fs.String("pids", "", "comma-separated PIDs to watch beside this process and its children")
 	threads := fs.Bool("threads", false, "show a row per thread (Linux only)")
 	withDemo := fs.Bool("demo", false, "run a small job queue, process pool and goroutine pool to watch")
+	verbose := fs.Bool("v", false, "debug log on stderr of the -demo's job queue and process pool")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h: the usage is printed, and asking for it is no failure
@@ -119,7 +121,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	var collectors []prometheus.Collector
 	if *withDemo {
-		d, derr := startDemo(stderr)
+		var logger *slog.Logger
+		if *verbose {
+			logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+		d, derr := startDemo(stderr, logger)
 		if derr != nil {
 			return fmt.Errorf("demo: %w", derr)
 		}

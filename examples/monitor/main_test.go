@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -487,4 +488,37 @@ func TestDashboardDatasourceVariable(t *testing.T) {
 		}
 	}
 	walk(d.Panels)
+}
+
+// -v sends the -demo's queue and process pool records, Debug included, to
+// stderr; without -demo it parses and changes nothing.
+func TestVerbose(t *testing.T) {
+	if err := run(t.Context(), []string{"-v", "-interval", "200ms"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var errs syncWriter
+	if err := run(t.Context(), []string{"-v", "-demo", "-interval", "200ms"}, io.Discard, &errs); err != nil {
+		t.Fatal(err, errs.String())
+	}
+	if s := errs.String(); !strings.Contains(s, `level=DEBUG msg="procpool: worker spawned"`) || !strings.Contains(s, `msg="queue started"`) {
+		t.Errorf("-v -demo logged:\n%s", s)
+	}
+}
+
+// syncWriter is a strings.Builder safe for the demo's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

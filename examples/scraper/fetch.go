@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -41,14 +43,28 @@ type fetcher struct {
 	transport *http.Transport
 	client    *http.Client
 	timeout   time.Duration
+	log       *slog.Logger // a Debug record per fetch; nil: none
 }
 
 // newFetcher returns a fetcher whose connection pool keeps up to workers
 // idle connections per host, so a pool of that many goroutines reuses them.
-func newFetcher(workers int, timeout time.Duration) *fetcher {
+// If site is not empty, it is the address of the built-in site: requests
+// to siteHost go there, never through a proxy.
+func newFetcher(workers int, timeout time.Duration, site string) *fetcher {
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: func(r *http.Request) (*url.URL, error) {
+			if site != "" && r.URL.Hostname() == siteHost {
+				return nil, nil
+			}
+			return http.ProxyFromEnvironment(r)
+		},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if site != "" && addr == net.JoinHostPort(siteHost, "80") {
+				addr = site
+			}
+			return d.DialContext(ctx, network, addr)
+		},
 		TLSHandshakeTimeout: 5 * time.Second,
 		IdleConnTimeout:     30 * time.Second,
 		MaxIdleConns:        2 * workers,
@@ -78,6 +94,9 @@ func (f *fetcher) fetch(ctx context.Context, url string) (page, error) {
 			return p, ctx.Err() // the caller gave up, not this request's own timeout
 		}
 		p.Err = err.Error()
+	}
+	if f.log != nil {
+		f.log.Debug("fetched", "url", p.URL, "status", p.Status, "bytes", p.Bytes, "duration", p.Duration, "err", p.Err)
 	}
 	return p, nil
 }

@@ -5,6 +5,7 @@
 //	go run ./examples/scraper                 # 50 pages from a built-in local server, 100 ms each
 //	go run ./examples/scraper -quick          # the same with 10 ms pages
 //	go run ./examples/scraper -urls urls.txt  # real URLs, one per line
+//	go run ./examples/scraper -v              # and a debug record per fetch on stderr
 //
 // It fetches the URLs twice in the same run, first one after another and
 // then on a pool of -workers goroutines, and prints both measured times and
@@ -19,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/signal"
@@ -38,6 +40,7 @@ type config struct {
 	workers int           // pool size for the concurrent pass (0: 10)
 	dbPath  string        // SQLite file (empty: a new file in a temp dir)
 	timeout time.Duration // limit on each request (0: 10 s)
+	logger  *slog.Logger  // a Debug record per fetch (-v); nil: none
 }
 
 func main() {
@@ -55,7 +58,11 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	dbPath := fs.String("db", "", "SQLite database `path` (default: scraper.db in a new temp dir)")
 	workers := fs.Int("workers", 10, "goroutines fetching at once")
 	timeout := fs.Duration("timeout", 10*time.Second, "limit on each request")
+	verbose := fs.Bool("v", false, "debug log on stderr: one record per fetch")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -65,6 +72,9 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	cfg := config{pages: 50, latency: 100 * time.Millisecond, workers: *workers, dbPath: *dbPath, timeout: *timeout}
 	if *quick {
 		cfg.latency = 10 * time.Millisecond
+	}
+	if *verbose {
+		cfg.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if *urlsFile != "" {
 		urls, err := readURLs(*urlsFile)
@@ -121,15 +131,15 @@ func run(ctx context.Context, w io.Writer, cfg config) (summary, error) {
 		cfg.timeout = 10 * time.Second
 	}
 
-	urls := cfg.urls
+	urls, site := cfg.urls, ""
 	if urls == nil {
 		srv, err := startPageServer(cfg.pages, cfg.latency)
 		if err != nil {
 			return s, err
 		}
 		defer srv.close()
-		urls = srv.urls()
-		fmt.Fprintf(w, "source:     %d pages from the built-in server %s, %v each\n", len(urls), srv.base, cfg.latency)
+		urls, site = srv.urls(), srv.addr
+		fmt.Fprintf(w, "source:     %d pages from the built-in server %s (listening on %s), %v each\n", len(urls), srv.base, srv.addr, cfg.latency)
 	} else {
 		fmt.Fprintf(w, "source:     %d URLs\n", len(urls))
 	}
@@ -152,7 +162,8 @@ func run(ctx context.Context, w io.Writer, cfg config) (summary, error) {
 	defer st.close()
 	fmt.Fprintf(w, "database:   %s\n", s.DBPath)
 
-	f := newFetcher(cfg.workers, cfg.timeout)
+	f := newFetcher(cfg.workers, cfg.timeout, site)
+	f.log = cfg.logger
 	defer f.close()
 
 	// Pass 1: one request at a time, the way a plain loop would do it.

@@ -384,3 +384,48 @@ func FuzzExtractTitle(f *testing.F) {
 		}
 	})
 }
+
+// TestRerunSameDB runs the built-in site twice on one database, each run
+// on a new port, as `-db scraper.db` run twice does: the database keeps
+// one row per page, each fetched by all four passes.
+func TestRerunSameDB(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "scraper.db")
+	cfg := config{pages: 12, latency: time.Millisecond, workers: 4, dbPath: dbPath}
+	for run1 := range 2 {
+		var out bytes.Buffer
+		s, err := run(context.Background(), &out, cfg)
+		if err != nil {
+			t.Fatalf("run %d: %v\n%s", run1+1, err, out.String())
+		}
+		if s.Rows != 12 || len(s.Failures) != 0 {
+			t.Fatalf("run %d: %d rows, failures %v\n%s", run1+1, s.Rows, s.Failures, out.String())
+		}
+	}
+	rows := readDB(t, dbPath)
+	if len(rows) != 12 {
+		t.Fatalf("database holds %d rows after two runs, want 12", len(rows))
+	}
+	for u, r := range rows {
+		if !strings.HasPrefix(u, "http://"+siteHost+"/page/") || r.fetches != 4 || r.status != 200 {
+			t.Errorf("%s: %+v, want a built-in page fetched 4 times", u, r)
+		}
+	}
+}
+
+// TestVerboseAndHelp checks -h (exit 0, the flags printed) and -v (a debug
+// record per fetch on stderr).
+func TestVerboseAndHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := cli([]string{"-h"}, &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "-v\tdebug log") {
+		t.Errorf("-h: exit code %d, stderr:\n%s", code, stderr.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	db := filepath.Join(t.TempDir(), "v.db")
+	if code := cli([]string{"-v", "-quick", "-db", db}, &stdout, &stderr); code != 0 {
+		t.Fatalf("-v -quick: exit code %d\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	if n := strings.Count(stderr.String(), `level=DEBUG msg=fetched url=http://scraper-site.test/page/`); n != 100 {
+		t.Errorf("-v: %d debug records of fetches, want 100 (50 pages, 2 passes):\n%s", n, stderr.String())
+	}
+}

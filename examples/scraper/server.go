@@ -14,13 +14,22 @@ import (
 // pageServer is the built-in website the scraper fetches by default: n
 // small HTML pages on 127.0.0.1, each answered after a fixed delay that
 // stands for a distant server.
+//
+// Its pages have fixed URLs, http://scraper-site.test/page/NN, whatever
+// port it listens on (the fetcher dials that name to the port), so a
+// database reused with -db keeps one row per page across runs.
 type pageServer struct {
-	base  string // "http://127.0.0.1:port"
+	base  string // "http://scraper-site.test"
+	addr  string // where it listens: "127.0.0.1:port"
 	n     int
 	srv   *http.Server
 	done  chan struct{} // closed when Serve has returned
 	delay time.Duration
 }
+
+// siteHost is the built-in site's host name. The .test top-level domain is
+// reserved (RFC 2606): no real site has this name.
+const siteHost = "scraper-site.test"
 
 // pageTitle is the title of built-in page i (1-based), as a browser shows it.
 func pageTitle(i int) string {
@@ -35,7 +44,7 @@ func startPageServer(n int, delay time.Duration) (*pageServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scraper: built-in server: %w", err)
 	}
-	s := &pageServer{base: "http://" + ln.Addr().String(), n: n, delay: delay, done: make(chan struct{})}
+	s := &pageServer{base: "http://" + siteHost, addr: ln.Addr().String(), n: n, delay: delay, done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /page/{i}", s.servePage)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

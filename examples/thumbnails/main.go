@@ -29,6 +29,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -58,6 +59,7 @@ type config struct {
 	decodeWait time.Duration // how long an upload waits for its decode (0: one minute)
 	tokens     string        // token file (empty: no tokens, loopback only)
 	insecure   bool          // listen beyond loopback without tokens
+	logger     *slog.Logger  // the queue's (-v: debug records on stderr); nil: none
 	// ready, if set, is called with the base URL once the server listens.
 	ready func(url string)
 }
@@ -87,8 +89,15 @@ func cli(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.decodeWait, "decode-wait", defaultDecodeWait, "how long an upload waits for its image to be decoded (503 beyond)")
 	fs.StringVar(&cfg.tokens, "tokens", "", "`file` of bearer tokens, one \"<token> <name> [operator]\" per line (default: none, loopback only)")
 	fs.BoolVar(&cfg.insecure, "insecure", false, "listen beyond loopback without tokens (another layer must guard the server)")
+	verbose := fs.Bool("v", false, "debug log of the job queue on stderr")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
+	}
+	if *verbose {
+		cfg.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "thumbnails: unexpected argument %q\n", fs.Arg(0))
@@ -165,7 +174,7 @@ func run(ctx context.Context, logw io.Writer, cfg config) (err error) {
 	// Aging: a job waiting 2 seconds ranks one level higher, so a big
 	// image's job (low priority) waits at most about 20 seconds plus the
 	// jobs ranked above it, however many small images arrive.
-	q, err := jobqueue.New(jobqueue.Config{Workers: cfg.workers, ShutdownPolicy: jobqueue.LeavePending, AgingInterval: 2 * time.Second})
+	q, err := jobqueue.New(jobqueue.Config{Workers: cfg.workers, ShutdownPolicy: jobqueue.LeavePending, AgingInterval: 2 * time.Second, Logger: cfg.logger})
 	if err != nil {
 		return fmt.Errorf("thumbnails: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"mime/multipart"
@@ -261,16 +262,6 @@ func (e *env) fetchAll(up upload) map[int]string {
 		dims[th.Size] = fmt.Sprintf("%dx%d", w, h)
 	}
 	return dims
-}
-
-func (e *env) job(id string) jobqueue.JobInfo {
-	e.t.Helper()
-	status, _, b := do(e.t, e.hs.Client(), "GET", e.hs.URL+"/jobs/"+id, "", nil)
-	var info jobqueue.JobInfo
-	if err := json.Unmarshal(b, &info); err != nil || status != http.StatusOK {
-		e.t.Fatalf("GET /jobs/%s: %d %s", id, status, b)
-	}
-	return info
 }
 
 // files returns the names of the files under dir, recursively, relative
@@ -1032,3 +1023,24 @@ func TestFlags(t *testing.T) {
 }
 
 func crc32IEEE(b []byte) uint32 { return crc32.ChecksumIEEE(b) }
+
+// TestVerbose checks -h (exit 0) and that the queue's logger, as -v sets
+// it, writes its records.
+func TestVerbose(t *testing.T) {
+	var help bytes.Buffer
+	if code := cli([]string{"-h"}, &help); code != 0 || !strings.Contains(help.String(), "-v\tdebug log") {
+		t.Fatalf("-h: exit %d\n%s", code, help.String())
+	}
+	var stderr bytes.Buffer
+	if code := cli([]string{"-v", "-filter", "blurry"}, &stderr); code != 1 {
+		t.Fatalf("-v -filter blurry: exit %d\n%s", code, stderr.String())
+	}
+	var logs syncBuffer
+	_, stop, _ := startRun(t, config{logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), `msg="queue started"`) {
+		t.Errorf("no queue records:\n%s", logs.String())
+	}
+}

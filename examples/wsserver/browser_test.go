@@ -80,7 +80,7 @@ func TestBrowser(t *testing.T) {
 	err := chromedp.Do(ctx,
 		chromedp.Navigate(pageURL+"/"),
 		chromedp.WaitVisible(chromedp.CSS("#conn.up")),
-		chromedp.SetValue(chromedp.CSS("#task-type"), "fibonacci"),
+		chromedp.SetValue(chromedp.CSS("#task-type"), fibType),
 		chromedp.SetValue(chromedp.CSS("#data"), `{"n": 20}`),
 		chromedp.SetValue(chromedp.CSS("#priority"), "high"),
 		chromedp.Click(chromedp.CSS("#submit")),

@@ -7,6 +7,7 @@
 //	go run ./examples/wsserver -addr 0.0.0.0:8765  # accept other machines too
 //	go run ./examples/wsserver client              # terminal client session
 //	go run ./examples/wsserver -quick              # serve, run the session against itself, exit
+//	go run ./examples/wsserver -v                  # debug logs of the queue and the bridge on stderr
 //
 // The server shows a dashboard at http://127.0.0.1:8765/ (job form, live
 // jobs, per-core CPU bars) and speaks the wsbridge protocol on the same URL,
@@ -26,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -44,60 +46,83 @@ import (
 type config struct {
 	addr      string          // listen address (server) or the server's address (client)
 	workers   int             // queue workers; 0 is one per CPU
-	jobs      []clientJob     // the client session's jobs
+	session   session         // the client session's jobs
 	quick     bool            // serve on a free port, run the session against it, exit
 	ready     chan<- net.Addr // if set, receives the listening address (tests)
 	statsTick time.Duration   // period of the dashboard's stats
 	hosts     []string        // further names the server answers to (wsbridge.Config.Hosts)
 	operator  string          // the operator's token; empty: a fresh one per run
+	logger    *slog.Logger    // the queue's, the bridge's and the client's logger; nil: none
 }
 
-// clientJob is one job of the terminal client session.
-type clientJob struct {
-	n        int
-	priority jobqueue.Priority
+// command is what the command line asks for.
+type command struct {
+	client bool // the client session against cfg.addr
+	cfg    config
 }
 
-var (
-	fullSession = []clientJob{
-		{30, jobqueue.Low}, {38, jobqueue.Normal}, {40, jobqueue.Low}, {34, jobqueue.High}, {25, jobqueue.Critical},
+// parseArgs reads the command line (without the program name). Help and
+// bad flags return flag.ErrHelp or the flag error, after printing to
+// stderr.
+func parseArgs(args []string, stderr io.Writer) (command, error) {
+	var cmd command
+	if len(args) > 0 && args[0] == "client" {
+		cmd.client, args = true, args[1:]
 	}
-	quickSession = []clientJob{
-		{20, jobqueue.Low}, {30, jobqueue.Normal}, {27, jobqueue.High}, {18, jobqueue.Critical},
-	}
-)
-
-func main() {
-	args := os.Args[1:]
-	client := len(args) > 0 && args[0] == "client"
-	if client {
-		args = args[1:]
-	}
-	fs := flag.NewFlagSet("wsserver", flag.ExitOnError)
+	fs := flag.NewFlagSet("wsserver", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8765", "address to listen on (server) or to connect to (client)")
 	workers := fs.Int("workers", 0, "queue workers (0: one per CPU)")
 	quick := fs.Bool("quick", false, "serve on a free port, run the client session against it with small jobs, and exit")
 	hosts := fs.String("hosts", "", "comma-separated host names the server answers to besides its address (e.g. jobs.example.com), for browsers that reach it by name")
+	verbose := fs.Bool("v", false, "debug logging on stderr (the queue's, the bridge's, the client's)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: wsserver [-addr host:port] [-hosts names] [-workers n] [-quick]\n       wsserver client [-addr host:port]\n")
+		fmt.Fprintf(fs.Output(), "usage: wsserver [-addr host:port] [-hosts names] [-workers n] [-quick] [-v]\n       wsserver client [-addr host:port] [-v]\n")
 		fs.PrintDefaults()
 	}
-	_ = fs.Parse(args)
+	if err := fs.Parse(args); err != nil {
+		return cmd, err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "wsserver: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return cmd, errUsage
+	}
+	cmd.cfg = config{addr: *addr, workers: *workers, session: fullSession, quick: *quick, statsTick: time.Second}
+	if *hosts != "" {
+		cmd.cfg.hosts = strings.Split(*hosts, ",")
+	}
+	if *verbose {
+		cmd.cfg.logger = debugLogger(stderr)
+	}
+	if cmd.cfg.quick {
+		cmd.cfg.addr, cmd.cfg.session = "127.0.0.1:0", quickSession
+	}
+	return cmd, nil
+}
 
+// errUsage is a command line that parsed but makes no sense.
+var errUsage = errors.New("wsserver: bad usage")
+
+// debugLogger is what -v turns on: every record, Debug included, as text.
+func debugLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func main() {
+	cmd, err := parseArgs(os.Args[1:], os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return
+	case err != nil:
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg := config{addr: *addr, workers: *workers, jobs: fullSession, statsTick: time.Second}
-	if *hosts != "" {
-		cfg.hosts = strings.Split(*hosts, ",")
-	}
-	var err error
-	switch {
-	case client:
-		err = runClient(ctx, os.Stdout, "ws://"+dialAddr(*addr)+"/", cfg.jobs)
-	case *quick:
-		cfg.addr, cfg.jobs, cfg.quick = "127.0.0.1:0", quickSession, true
-		err = run(ctx, os.Stdout, cfg)
-	default:
+	cfg := cmd.cfg
+	if cmd.client {
+		_, err = runClient(ctx, os.Stdout, "ws://"+dialAddr(cfg.addr)+"/", cfg.session, cfg.logger)
+	} else {
 		err = run(ctx, os.Stdout, cfg)
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -119,14 +144,15 @@ func dialAddr(addr string) string {
 }
 
 // newQueue returns a started queue with the lesson's handlers.
-func newQueue(workers int) (*jobqueue.Queue, error) {
-	q, err := jobqueue.New(jobqueue.Config{Workers: workers})
+func newQueue(workers int, logger *slog.Logger) (*jobqueue.Queue, error) {
+	q, err := jobqueue.New(jobqueue.Config{Workers: workers, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
 	// The guide's client asks for "calcular_fibonacci"; both names run the
-	// same handler.
-	jobqueue.HandleFunc(q, "fibonacci", fibonacci)
+	// same handler. (The apiserver example's "fib-big" is another job:
+	// big-integer iteration.)
+	jobqueue.HandleFunc(q, fibType, fibonacci)
 	jobqueue.HandleFunc(q, "calcular_fibonacci", fibonacci)
 	jobqueue.HandleFunc(q, "sleep", sleep)
 	if err := q.Start(); err != nil {
@@ -139,7 +165,7 @@ func newQueue(workers int) (*jobqueue.Queue, error) {
 // against itself is done), then shuts down in order: the listener, the
 // WebSocket clients, the queue.
 func run(ctx context.Context, out io.Writer, cfg config) (err error) {
-	q, err := newQueue(cfg.workers)
+	q, err := newQueue(cfg.workers, cfg.logger)
 	if err != nil {
 		return err
 	}
@@ -162,6 +188,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 		StatsInterval: cfg.statsTick,
 		SystemStats:   monitor.DashboardStats(sampler),
 		OnError:       func(err error) { fmt.Fprintln(os.Stderr, "wsserver:", err) },
+		Logger:        cfg.logger,
 	})
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
@@ -185,7 +212,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	}
 
 	if cfg.quick {
-		err = runClient(ctx, out, "ws://"+addr+"/", cfg.jobs)
+		_, err = runClient(ctx, out, "ws://"+addr+"/", cfg.session, cfg.logger)
 	} else {
 		<-ctx.Done()
 		err = ctx.Err()
@@ -199,64 +226,10 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	return err
 }
 
-// runClient is the terminal client session: it submits fibonacci jobs with
-// different sizes and priorities, prints their acks, progress and results,
-// and returns when all have ended.
-func runClient(ctx context.Context, out io.Writer, url string, jobs []clientJob) error {
-	c, err := wsbridge.Dial(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	fmt.Fprintf(out, "connected to %s\n", url)
-	names := make(map[string]string, len(jobs))
-	for _, j := range jobs {
-		id, err := c.Submit(ctx, jobqueue.JobRequest{
-			Type:     "fibonacci",
-			Payload:  fmt.Appendf(nil, `{"n":%d}`, j.n),
-			Priority: j.priority,
-		})
-		if err != nil {
-			return err
-		}
-		names[id] = fmt.Sprintf("fibonacci(%d)", j.n)
-		fmt.Fprintf(out, "ack       %s  %-14s priority %s\n", id, names[id], j.priority)
-	}
-	for left := len(jobs); left > 0; {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case ev, ok := <-c.Events():
-			if !ok {
-				return errors.New("connection closed before every job ended")
-			}
-			name, mine := names[ev.JobID]
-			if !mine {
-				continue
-			}
-			switch ev.Kind {
-			case jobqueue.EventStarted:
-				fmt.Fprintf(out, "started   %s  %s\n", ev.JobID, name)
-			case jobqueue.EventProgress:
-				fmt.Fprintf(out, "progress  %s  %s %3.0f%% %s\n", ev.JobID, name, ev.Progress, ev.Message)
-			case jobqueue.EventSucceeded:
-				fmt.Fprintf(out, "result    %s  %s = %s\n", ev.JobID, name, ev.Result)
-				left--
-			case jobqueue.EventFailed, jobqueue.EventCanceled:
-				fmt.Fprintf(out, "%-9s %s  %s: %s\n", ev.Kind, ev.JobID, name, firstLine(ev.Error))
-				left--
-			}
-		}
-	}
-	return nil
-}
+// fibType is the job type of naive recursive Fibonacci.
+const fibType = "fib-recursive"
 
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
-}
-
-// fibIn is the payload of a fibonacci job.
+// fibIn is the payload of a fib-recursive job.
 type fibIn struct {
 	N int `json:"n"`
 }

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,10 +46,10 @@ func (s *syncBuffer) String() string {
 // TestQuick is the -quick run: serve, run the client session against
 // itself, shut down.
 func TestQuick(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out syncBuffer
-	cfg := config{addr: "127.0.0.1:0", jobs: quickSession, quick: true, statsTick: 50 * time.Millisecond}
+	cfg := config{addr: "127.0.0.1:0", session: quickSession, quick: true, statsTick: 50 * time.Millisecond}
 	if err := run(ctx, &out, cfg); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
@@ -54,18 +57,145 @@ func TestQuick(t *testing.T) {
 	for _, re := range []string{
 		`(?m)^serving the dashboard on http://127\.0\.0\.1:\d+/`,
 		`(?m)^operator view \(every job; keep this URL to yourself\): http://127\.0\.0\.1:\d+/\?token=[0-9A-Z]{26}$`,
-		`(?m)^ack +\S{36}  fibonacci\(30\) +priority normal$`,
-		`(?m)^progress +\S{36}  fibonacci\(30\) +\d+% \d+ of 2692537 calls$`,
-		`(?m)^result +\S{36}  fibonacci\(30\) = \{"n":30,"result":832040,"elapsed_ms":\d+\}$`,
-		`(?m)^result +\S{36}  fibonacci\(18\) = \{"n":18,"result":2584,`,
+		`(?m)^ +\+\d+ ms  -- filling the \d+ workers with low fib-recursive\(35\) jobs$`,
+		`(?m)^ +\+\d+ ms  submit +\S{36}  fib-recursive\(35\) +low$`,
+		`(?m)^ +\+\d+ ms  started +\S{36}  fib-recursive\(35\) +low$`,
+		`(?m)^ +\+\d+ ms  progress +\S{36}  fib-recursive\(35\) +\d+% \d+ of 29860703 calls$`,
+		`(?m)^ +\+\d+ ms  result +\S{36}  fib-recursive\(35\) += \{"n":35,"result":9227465,"elapsed_ms":\d+\}$`,
+		`(?m)^ +\+\d+ ms  result +\S{36}  fib-recursive\(18\) += \{"n":18,"result":2584,`,
+		`(?m)^started in this order:$`,
 		`(?m)^shutting down$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("output lacks %s:\n%s", re, text)
 		}
 	}
-	if n := strings.Count(text, "\nack "); n != len(quickSession) {
-		t.Errorf("%d acks, want %d", n, len(quickSession))
+	// The lines are in time order.
+	last := int64(-1 << 62)
+	for _, m := range regexp.MustCompile(`(?m)^ +\+(\d+) ms  `).FindAllStringSubmatch(text, -1) {
+		ms, _ := strconv.ParseInt(m[1], 10, 64)
+		if ms < last {
+			t.Errorf("line at +%d ms printed after one at +%d ms:\n%s", ms, last, text)
+			break
+		}
+		last = ms
+	}
+}
+
+// TestClientSession runs the client session against a server with two
+// workers and checks its claim with the times the events carry: every
+// critical and high job started before every low job that was still
+// waiting when it was submitted.
+func TestClientSession(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	var srvOut syncBuffer
+	sctx, stop := context.WithCancel(ctx)
+	go func() {
+		done <- run(sctx, &srvOut, config{addr: "127.0.0.1:0", workers: 2, ready: ready, statsTick: time.Second})
+	}()
+	defer func() {
+		stop()
+		<-done
+	}()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("run ended early: %v", err)
+	}
+	var out syncBuffer
+	jobs, err := runClient(ctx, &out, "ws://"+addr.String()+"/", quickSession, nil)
+	if err != nil {
+		t.Fatalf("runClient: %v\n%s", err, out.String())
+	}
+	want := 2 + len(quickSession.waiting) + len(quickSession.urgent)
+	if len(jobs) != want {
+		t.Fatalf("%d jobs, want %d", len(jobs), want)
+	}
+	lowWaiting := 0
+	for _, u := range jobs {
+		if u.priority < jobqueue.High {
+			continue
+		}
+		if u.started.IsZero() {
+			t.Fatalf("%s %s never started\n%s", u.priority, u.name, out.String())
+		}
+		for _, l := range jobs {
+			if l.priority != jobqueue.Low || !l.acked.Before(u.acked) || !l.started.After(u.acked) {
+				continue // not a low job waiting when u was submitted
+			}
+			lowWaiting++
+			if !u.started.Before(l.started) {
+				t.Errorf("%s %s (submitted %v) started at %v, after low %s waiting since %v started at %v",
+					u.priority, u.name, u.acked, u.started, l.name, l.acked, l.started)
+			}
+		}
+	}
+	if lowWaiting == 0 {
+		t.Errorf("no low job was waiting when the urgent ones were submitted: the session shows nothing\n%s", out.String())
+	}
+	t.Logf("\n%s", out.String())
+}
+
+// TestFlags checks the command line: -h prints the flags and asks for a
+// clean exit, -v turns on debug logging, client and -quick pick their
+// session.
+func TestFlags(t *testing.T) {
+	var stderr bytes.Buffer
+	if _, err := parseArgs([]string{"-h"}, &stderr); !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr.String(), "-v\tdebug logging") && !strings.Contains(stderr.String(), "  -v\n") {
+		t.Errorf("-h: %v\n%s", err, stderr.String())
+	}
+	cmd, err := parseArgs([]string{"client", "-v", "-addr", "10.0.0.5:9000"}, io.Discard)
+	if err != nil || !cmd.client || cmd.cfg.logger == nil || cmd.cfg.addr != "10.0.0.5:9000" || cmd.cfg.session.fill != fullSession.fill {
+		t.Errorf("client -v: %+v, %v", cmd, err)
+	}
+	if !cmd.cfg.logger.Enabled(context.Background(), slog.LevelDebug) {
+		t.Error("-v does not enable debug records")
+	}
+	cmd, err = parseArgs([]string{"-quick"}, io.Discard)
+	if err != nil || cmd.client || cmd.cfg.logger != nil || !cmd.cfg.quick || cmd.cfg.addr != "127.0.0.1:0" || cmd.cfg.session.fill != quickSession.fill {
+		t.Errorf("-quick: %+v, %v", cmd, err)
+	}
+	if _, err := parseArgs([]string{"extra"}, io.Discard); err == nil {
+		t.Error("an unexpected argument was accepted")
+	}
+}
+
+// TestVerbose runs a job on a server whose queue and bridge log at debug
+// level, as -v makes them, and sees their records.
+func TestVerbose(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var logs syncBuffer
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	sctx, stop := context.WithCancel(ctx)
+	go func() {
+		done <- run(sctx, io.Discard, config{addr: "127.0.0.1:0", workers: 1, ready: ready, statsTick: time.Second, logger: debugLogger(&logs)})
+	}()
+	addr := <-ready
+	c, err := wsbridge.Dial(ctx, "ws://"+addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Submit(ctx, jobqueue.JobRequest{Type: "no-such-type"}); err == nil {
+		t.Error("a job of an unknown type was accepted")
+	}
+	id, err := c.Submit(ctx, jobqueue.JobRequest{Type: fibType, Payload: json.RawMessage(`{"n":10}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Wait(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	stop()
+	<-done
+	if !strings.Contains(logs.String(), "level=DEBUG") {
+		t.Errorf("no debug record logged:\n%s", logs.String())
 	}
 }
 
@@ -133,7 +263,7 @@ func TestServeUntilCanceled(t *testing.T) {
 func TestFibonacci(t *testing.T) {
 	ctx := context.Background()
 	for n, want := range map[int]int64{0: 0, 1: 1, 2: 1, 10: 55, 30: 832040} {
-		got, err := fibonacci(ctx, fibIn{N: n})
+		got, err := fibonacci(ctx, fibIn{N: n}) // the fib-recursive handler
 		if err != nil || got.Result != want || got.N != n {
 			t.Errorf("fibonacci(%d) = %+v, %v; want %d", n, got, err, want)
 		}
