@@ -17,6 +17,11 @@
 // Reports are submitted first, e-mails last; the final table of wait times
 // per priority shows the e-mails overtaking them anyway.
 //
+// A second part shows a report on a two-second schedule (Queue.Schedule)
+// and workers that size themselves (Config.Autoscale): a burst of
+// thumbnails grows the workers from one to several, and they shrink back
+// after it.
+//
 //	go run ./examples/jobqueue          # the full run, a few seconds
 //	go run ./examples/jobqueue -quick   # a small run
 //	go run ./examples/jobqueue -v       # every event, and the queue's debug log on stderr
@@ -115,6 +120,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if _, err := run(ctx, os.Stdout, o); err != nil {
+		fmt.Fprintln(os.Stderr, "jobqueue example:", err)
+		os.Exit(1)
+	}
+	if _, err := recurring(ctx, os.Stdout, o); err != nil {
 		fmt.Fprintln(os.Stderr, "jobqueue example:", err)
 		os.Exit(1)
 	}

@@ -7,7 +7,9 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,4 +100,54 @@ func TestFlags(t *testing.T) {
 	if s := logs.String(); !strings.Contains(s, `msg="queue started"`) {
 		t.Errorf("-v logged:\n%s", s)
 	}
+}
+
+// TestRecurring runs the second part on the quick configuration: the
+// two-second schedule runs its report at least twice, each tick once;
+// the burst grows the workers to the maximum and they return to one; every
+// thumbnail of the burst runs.
+func TestRecurring(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out syncWriter
+	res, err := recurring(ctx, &out, quickOptions())
+	if err != nil {
+		t.Fatalf("recurring: %v\n%s", err, out.String())
+	}
+	s := out.String()
+	seen := map[string]bool{}
+	for _, id := range res.Reports {
+		if seen[id] || !strings.HasPrefix(id, "nightly-") {
+			t.Errorf("report job %s: twice, or not a tick's", id)
+		}
+		seen[id] = true
+	}
+	top := slices.Max(res.Counts)
+	if len(res.Reports) < 2 || top < 4 || res.Counts[len(res.Counts)-1] != 1 || res.Counts[0] != 1 {
+		t.Fatalf("%d reports, worker counts %v: want 2 or more, a rise to the maximum and a return to 1\n%s", len(res.Reports), res.Counts, s)
+	}
+	for _, frag := range []string{"nightly report for tick", "workers -> ", "a burst of", "burst done", "scheduled reports; worker counts 1 -> "} {
+		if !strings.Contains(s, frag) {
+			t.Errorf("output lacks %q\n%s", frag, s)
+		}
+	}
+	t.Logf("reports %v; worker counts %v", res.Reports, res.Counts)
+}
+
+// syncWriter is a strings.Builder for writers on several goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
