@@ -21,6 +21,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -50,6 +51,8 @@ type config struct {
 	tokens   string        // token file (empty: no tokens, every request is access.Local)
 	insecure bool          // listen beyond loopback without tokens
 	logger   *slog.Logger  // the queue's, the bridge's and the JetStream backend's (-v); nil: none
+	tlsCert  string        // certificate file (PEM); with tlsKey, serve https:// (and wss:// on /ws)
+	tlsKey   string        // its private key file (PEM)
 
 	// Per-principal limits (see serverConfig).
 	maxActive       int   // active jobs (0: 1000)
@@ -135,6 +138,8 @@ func cli(args []string, stderr io.Writer) int {
 	fs.Int64Var(&cfg.maxBody, "max-body", defaultMaxBody, "request body limit in `bytes`")
 	fs.DurationVar(&cfg.grace, "grace", 10*time.Second, "how long running jobs may take to finish at shutdown")
 	fs.StringVar(&cfg.tokens, "tokens", "", "bearer tokens from `file`, one \"<token> <name> [operator]\" per line (default: none, every request is the principal \"local\", loopback only)")
+	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "certificate `file` (PEM, the chain after the leaf); with -tls-key, serve https:// and wss://")
+	fs.StringVar(&cfg.tlsKey, "tls-key", "", "private key `file` (PEM) of -tls-cert")
 	fs.BoolVar(&cfg.insecure, "insecure", false, "listen beyond loopback without -tokens (only behind a proxy or firewall that guards the server)")
 	fs.IntVar(&cfg.maxActive, "max-active", defaultMaxActive, "active jobs per principal (429 beyond)")
 	fs.Int64Var(&cfg.maxPayloadBytes, "max-payload-bytes", defaultMaxPayloadBytes, "payload `bytes` of the active jobs per principal (429 beyond)")
@@ -264,11 +269,22 @@ func run(ctx context.Context, logw io.Writer, cfg config) error {
 	if err != nil {
 		return errors.Join(fmt.Errorf("apiserver: %w", err), shutdown())
 	}
+	scheme := "http"
+	if cfg.tlsCert != "" || cfg.tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+		if err != nil {
+			ln.Close()
+			return errors.Join(fmt.Errorf("apiserver: -tls-cert/-tls-key: %w", err), shutdown())
+		}
+		// HTTP/1.1 only (no h2 in NextProtos): /ws upgrades need it.
+		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln, scheme = tls.NewListener(ln, hs.TLSConfig), "https"
+	}
 	if err := q.Start(); err != nil {
 		ln.Close()
 		return errors.Join(fmt.Errorf("apiserver: %w", err), shutdown())
 	}
-	url := "http://" + ln.Addr().String()
+	url := scheme + "://" + ln.Addr().String()
 	who := fmt.Sprintf("%d tokens", len(tokens))
 	if tokens == nil {
 		who = "no tokens"

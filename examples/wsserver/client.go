@@ -99,8 +99,8 @@ func (l *sessionLog) flush(before time.Time) {
 // starts, progress and results in the order they happened, then the
 // order in which the jobs started, and returns what it saw of each job
 // when all have ended.
-func runClient(ctx context.Context, out io.Writer, url string, s session, logger *slog.Logger) ([]*sessionJob, error) {
-	var opts []wsbridge.Option
+func runClient(ctx context.Context, out io.Writer, url string, s session, logger *slog.Logger, extra ...wsbridge.Option) ([]*sessionJob, error) {
+	opts := append([]wsbridge.Option(nil), extra...)
 	if logger != nil {
 		opts = append(opts, wsbridge.WithLogger(logger))
 	}

@@ -23,6 +23,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -53,6 +55,10 @@ type config struct {
 	hosts     []string        // further names the server answers to (wsbridge.Config.Hosts)
 	operator  string          // the operator's token; empty: a fresh one per run
 	logger    *slog.Logger    // the queue's, the bridge's and the client's logger; nil: none
+	tlsCert   string          // server: certificate file (PEM); with tlsKey, serve https and wss
+	tlsKey    string          // server: its private key file (PEM)
+	tls       bool            // client: dial wss://
+	ca        string          // client: trust this certificate file (PEM) for wss://; implies tls
 }
 
 // command is what the command line asks for.
@@ -76,8 +82,12 @@ func parseArgs(args []string, stderr io.Writer) (command, error) {
 	quick := fs.Bool("quick", false, "serve on a free port, run the client session against it with small jobs, and exit")
 	hosts := fs.String("hosts", "", "comma-separated host names the server answers to besides its address (e.g. jobs.example.com), for browsers that reach it by name")
 	verbose := fs.Bool("v", false, "debug logging on stderr (the queue's, the bridge's, the client's)")
+	tlsCert := fs.String("tls-cert", "", "server: certificate `file` (PEM, the chain after the leaf); with -tls-key, serve https:// and wss://")
+	tlsKey := fs.String("tls-key", "", "server: private key `file` (PEM) of -tls-cert")
+	useTLS := fs.Bool("tls", false, "client: connect with wss:// (the system's trusted roots, or -ca)")
+	ca := fs.String("ca", "", "client: trust the certificate in `file` (PEM) for wss://, e.g. the server's self-signed one; implies -tls")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: wsserver [-addr host:port] [-hosts names] [-workers n] [-quick] [-v]\n       wsserver client [-addr host:port] [-v]\n")
+		fmt.Fprintf(fs.Output(), "usage: wsserver [-addr host:port] [-hosts names] [-workers n] [-tls-cert file -tls-key file] [-quick] [-v]\n       wsserver client [-addr host:port] [-tls] [-ca file] [-v]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -88,7 +98,12 @@ func parseArgs(args []string, stderr io.Writer) (command, error) {
 		fs.Usage()
 		return cmd, errUsage
 	}
-	cmd.cfg = config{addr: *addr, workers: *workers, session: fullSession, quick: *quick, statsTick: time.Second}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintln(stderr, "wsserver: -tls-cert and -tls-key go together")
+		return cmd, errUsage
+	}
+	cmd.cfg = config{addr: *addr, workers: *workers, session: fullSession, quick: *quick, statsTick: time.Second,
+		tlsCert: *tlsCert, tlsKey: *tlsKey, tls: *useTLS || *ca != "", ca: *ca}
 	if *hosts != "" {
 		cmd.cfg.hosts = strings.Split(*hosts, ",")
 	}
@@ -121,7 +136,20 @@ func main() {
 	defer stop()
 	cfg := cmd.cfg
 	if cmd.client {
-		_, err = runClient(ctx, os.Stdout, "ws://"+dialAddr(cfg.addr)+"/", cfg.session, cfg.logger)
+		var opts []wsbridge.Option
+		scheme := "ws"
+		if cfg.tls {
+			scheme = "wss"
+			if cfg.ca != "" {
+				tc, err := trusting(cfg.ca)
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "wsserver:", err)
+					os.Exit(1)
+				}
+				opts = append(opts, wsbridge.WithTLSConfig(tc))
+			}
+		}
+		_, err = runClient(ctx, os.Stdout, scheme+"://"+dialAddr(cfg.addr)+"/", cfg.session, cfg.logger, opts...)
 	} else {
 		err = run(ctx, os.Stdout, cfg)
 	}
@@ -129,6 +157,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "wsserver:", err)
 		os.Exit(1)
 	}
+}
+
+// trusting returns a TLS configuration that trusts the certificates of the
+// PEM file path (a self-signed server certificate, or a private CA).
+func trusting(path string) (*tls.Config, error) {
+	pemData, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemData) {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
 }
 
 // dialAddr turns a listen address into one a client can dial.
@@ -195,6 +237,26 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 		return errors.Join(err, bridge.Shutdown(context.Background()), q.Shutdown(context.Background()))
 	}
 	srv := &http.Server{Handler: bridge, ReadHeaderTimeout: 10 * time.Second}
+	web, wsScheme := "http", "ws"
+	var clientOpts []wsbridge.Option // for the -quick session against this server
+	if cfg.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+		if err != nil {
+			ln.Close()
+			return errors.Join(fmt.Errorf("-tls-cert/-tls-key: %w", err), bridge.Shutdown(context.Background()), q.Shutdown(context.Background()))
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		web, wsScheme = "https", "wss"
+		if cfg.quick {
+			tc, err := trusting(cfg.tlsCert)
+			if err != nil {
+				ln.Close()
+				return errors.Join(err, bridge.Shutdown(context.Background()), q.Shutdown(context.Background()))
+			}
+			clientOpts = append(clientOpts, wsbridge.WithTLSConfig(tc))
+		}
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -204,15 +266,15 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 		}
 	}()
 	addr := ln.Addr().String()
-	fmt.Fprintf(out, "serving the dashboard on http://%s/ and WebSocket jobs on ws://%s/ (%d workers; Ctrl-C to stop)\n",
-		addr, addr, q.Stats().Workers)
-	fmt.Fprintf(out, "operator view (every job; keep this URL to yourself): http://%s/?token=%s\n", addr, cfg.operator)
+	fmt.Fprintf(out, "serving the dashboard on %s://%s/ and WebSocket jobs on %s://%s/ (%d workers; Ctrl-C to stop)\n",
+		web, addr, wsScheme, addr, q.Stats().Workers)
+	fmt.Fprintf(out, "operator view (every job; keep this URL to yourself): %s://%s/?token=%s\n", web, addr, cfg.operator)
 	if cfg.ready != nil {
 		cfg.ready <- ln.Addr()
 	}
 
 	if cfg.quick {
-		_, err = runClient(ctx, out, "ws://"+addr+"/", cfg.session, cfg.logger)
+		_, err = runClient(ctx, out, wsScheme+"://"+addr+"/", cfg.session, cfg.logger, clientOpts...)
 	} else {
 		<-ctx.Done()
 		err = ctx.Err()
