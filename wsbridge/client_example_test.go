@@ -2,6 +2,8 @@ package wsbridge_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
@@ -54,4 +56,32 @@ func ExampleWithResume() {
 	// Output:
 	// same principal: true
 	// succeeded 832040 <nil>
+}
+
+// A server behind TLS with a certificate of its own (here one made by
+// httptest; in production a Let's Encrypt certificate needs no option):
+// the client trusts it with WithTLSConfig and dials wss://.
+func ExampleWithTLSConfig() {
+	ctx := context.Background()
+	q, _ := jobqueue.New(jobqueue.Config{})
+	defer q.Shutdown(ctx)
+	jobqueue.HandleFunc(q, "double", func(ctx context.Context, n int) (int, error) { return 2 * n, nil })
+	q.Start()
+	srv := wsbridge.New(q, wsbridge.Config{})
+	hs := httptest.NewTLSServer(srv)
+	defer hs.Close()
+	defer srv.Shutdown(ctx)
+
+	roots := x509.NewCertPool()
+	roots.AddCert(hs.Certificate()) // or x509.SystemCertPool, plus your CA's PEM
+	c, err := wsbridge.Dial(ctx, "wss"+strings.TrimPrefix(hs.URL, "https"),
+		wsbridge.WithTLSConfig(&tls.Config{RootCAs: roots}))
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	id, _ := c.Submit(ctx, jobqueue.JobRequest{Type: "double", Payload: json.RawMessage("21")})
+	info, _ := c.Wait(ctx, id)
+	fmt.Println(string(info.Result))
+	// Output: 42
 }
