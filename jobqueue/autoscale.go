@@ -11,7 +11,8 @@ import (
 // backlog and the jobs' measured run time (Config.Autoscale). Every
 // Interval it computes the workers it needs: those busy now, plus enough
 // to run the jobs waiting within Target at the mean run time of the jobs
-// that ended lately. It grows at once when it needs more, and shrinks
+// that ended lately (before any has ended, each waiting job counts as one
+// worker's Target). It grows at once when it needs more, and shrinks
 // only when it has needed fewer for a whole Cooldown; it changes the
 // count at most once per Cooldown either way, so it does not flap. Each
 // change is logged (Info, "autoscale") and counted in Stats.Resizes;
@@ -94,7 +95,10 @@ func (q *Queue) autoscale(ctx context.Context, a *Autoscale) {
 		busy := q.busyWorkers()
 		need := busy
 		if bs.Pending > 0 {
-			run := max(meanRun, time.Millisecond) // no job ended yet: assume short ones
+			run := meanRun
+			if run == 0 {
+				run = a.Target // no job has ended yet: assume each takes Target
+			}
 			need += int(math.Ceil(float64(bs.Pending) * float64(run) / float64(a.Target)))
 		}
 		want := min(max(need, a.Min), a.Max)

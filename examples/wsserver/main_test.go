@@ -107,11 +107,16 @@ func TestClientSession(t *testing.T) {
 		t.Fatalf("run ended early: %v", err)
 	}
 	var out syncBuffer
-	jobs, err := runClient(ctx, &out, "ws://"+addr.String()+"/", quickSession, nil)
+	// The quick session with fillers long enough (fib(38), about a third
+	// of a second unloaded) that the low jobs queued behind them are still
+	// waiting when the urgent ones come, however loaded the machine.
+	s := quickSession
+	s.fill = 38
+	jobs, err := runClient(ctx, &out, "ws://"+addr.String()+"/", s, nil)
 	if err != nil {
 		t.Fatalf("runClient: %v\n%s", err, out.String())
 	}
-	want := 2 + len(quickSession.waiting) + len(quickSession.urgent)
+	want := 2 + len(s.waiting) + len(s.urgent)
 	if len(jobs) != want {
 		t.Fatalf("%d jobs, want %d", len(jobs), want)
 	}
