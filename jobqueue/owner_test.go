@@ -20,7 +20,11 @@ import (
 func TestFairDispatchBetweenOwners(t *testing.T) {
 	for _, aging := range []time.Duration{0, time.Hour} {
 		t.Run(fmt.Sprintf("aging=%v", aging), func(t *testing.T) {
-			q := newQueue(t, jobqueue.Config{Workers: 1, AgingInterval: aging, Capacity: 20_000})
+			// Retention keeps every job: on a loaded machine the whole flood
+			// can finish before Wait(alice) begins, and 10,000 newer finished
+			// jobs (the default MaxJobs) would have dropped alice's.
+			q := newQueue(t, jobqueue.Config{Workers: 1, AgingInterval: aging, Capacity: 20_000,
+				Retention: jobqueue.Retention{MaxJobs: 20_000}})
 			var mu sync.Mutex
 			var order []string
 			q.Handle("rec", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
