@@ -16,25 +16,7 @@ import (
 // failed once in 20 conformance runs under load: "queue full: maximum
 // messages exceeded".)
 func TestFinishedJobsFreeRoom(t *testing.T) {
-	srv, err := NewServer(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	be, err := srv.Backend(WithName("fullroom"), WithPollInterval(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	be.fin.ackDelay = 100 * time.Millisecond
-	q, err := jobqueue.New(jobqueue.Config{Backend: be, Workers: 1, Capacity: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Shutdown(context.Background())
-	jobqueue.HandleFunc(q, "rec", func(ctx context.Context, n int) (int, error) { return n, nil })
-	if err := q.Start(); err != nil {
-		t.Fatal(err)
-	}
+	q := slowAckQueue(t, "fullroom", 100*time.Millisecond, jobqueue.Config{Workers: 1, Capacity: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for round := range 5 {

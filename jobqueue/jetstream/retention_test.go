@@ -16,25 +16,8 @@ import (
 // while DONE already holds MaxJobs newer records. List and Get must still
 // keep only the newest MaxJobs finished jobs.
 func TestRetentionCountSlowAcks(t *testing.T) {
-	srv, err := NewServer(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	be, err := srv.Backend(WithName("slowacks"), WithPollInterval(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	be.fin.ackDelay = 30 * time.Millisecond // 20 jobs: the last acks lag several jobs behind
-	q, err := jobqueue.New(jobqueue.Config{Backend: be, Workers: 1, Retention: jobqueue.Retention{MaxJobs: 5}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Shutdown(context.Background())
-	jobqueue.HandleFunc(q, "rec", func(ctx context.Context, n int) (int, error) { return n, nil })
-	if err := q.Start(); err != nil {
-		t.Fatal(err)
-	}
+	// 20 jobs: the last acks lag several jobs behind.
+	q := slowAckQueue(t, "slowacks", 30*time.Millisecond, jobqueue.Config{Workers: 1, Retention: jobqueue.Retention{MaxJobs: 5}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var ids []string
@@ -73,4 +56,33 @@ func TestRetentionCountSlowAcks(t *testing.T) {
 			t.Errorf("Get(job %d): %v", i, err)
 		}
 	}
+}
+
+// slowAckQueue starts an embedded server and a queue on it named name,
+// configured by cfg, whose finisher delays each ack by delay (as a loaded
+// machine does), with a started "rec" handler that returns its int
+// payload. Everything stops when the test ends.
+func slowAckQueue(t *testing.T, name string, delay time.Duration, cfg jobqueue.Config) *jobqueue.Queue {
+	t.Helper()
+	srv, err := NewServer(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	be, err := srv.Backend(WithName(name), WithPollInterval(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.fin.ackDelay = delay
+	cfg.Backend = be
+	q, err := jobqueue.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Shutdown(context.Background()) })
+	jobqueue.HandleFunc(q, "rec", func(ctx context.Context, n int) (int, error) { return n, nil })
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return q
 }
