@@ -89,23 +89,7 @@ func TestQuick(t *testing.T) {
 func TestClientSession(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ready := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	var srvOut syncBuffer
-	sctx, stop := context.WithCancel(ctx)
-	go func() {
-		done <- run(sctx, &srvOut, config{addr: "127.0.0.1:0", workers: 2, ready: ready, statsTick: time.Second})
-	}()
-	defer func() {
-		stop()
-		<-done
-	}()
-	var addr net.Addr
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("run ended early: %v", err)
-	}
+	addr, _ := startServer(t, ctx, config{addr: "127.0.0.1:0", workers: 2, statsTick: time.Second})
 	var out syncBuffer
 	// The quick session with fillers long enough (fib(38), about a third
 	// of a second unloaded) that the low jobs queued behind them are still
@@ -306,5 +290,28 @@ func TestDialAddr(t *testing.T) {
 		if got := dialAddr(in); got != want {
 			t.Errorf("dialAddr(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// startServer runs the server with cfg until the test ends and returns
+// its address and what it printed.
+func startServer(t *testing.T, ctx context.Context, cfg config) (net.Addr, *syncBuffer) {
+	t.Helper()
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	out := &syncBuffer{}
+	sctx, stop := context.WithCancel(ctx)
+	cfg.ready = ready
+	go func() { done <- run(sctx, out, cfg) }()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	select {
+	case addr := <-ready:
+		return addr, out
+	case err := <-done:
+		t.Fatalf("run ended early: %v", err)
+		return nil, nil
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -22,24 +21,8 @@ func TestTLS(t *testing.T) {
 	certFile, keyFile, roots := testcert.Write(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ready := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	var srvOut syncBuffer
-	sctx, stop := context.WithCancel(ctx)
-	go func() {
-		done <- run(sctx, &srvOut, config{addr: "127.0.0.1:0", workers: 2, ready: ready, statsTick: time.Second,
-			tlsCert: certFile, tlsKey: keyFile})
-	}()
-	defer func() {
-		stop()
-		<-done
-	}()
-	var addr net.Addr
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("run ended early: %v", err)
-	}
+	addr, srvOut := startServer(t, ctx, config{addr: "127.0.0.1:0", workers: 2, statsTick: time.Second,
+		tlsCert: certFile, tlsKey: keyFile})
 	if !regexp.MustCompile(`serving the dashboard on https://127\.0\.0\.1:\d+/ and WebSocket jobs on wss://`).MatchString(srvOut.String()) {
 		t.Errorf("server output: %s", srvOut.String())
 	}
