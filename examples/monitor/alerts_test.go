@@ -4,10 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // promtool returns the path of promtool (Debian's prometheus package),
@@ -70,23 +68,7 @@ func TestAlertRulesUseExportedMetrics(t *testing.T) {
 	if len(used) < 4 {
 		t.Fatalf("only %d metric names found in the rules: %v", len(used), used)
 	}
-	url, stop := startPrometheus(t, "-demo")
-	defer stop()
-	var missing []string
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		served := scrapedNames(get(t, url))
-		missing = missing[:0]
-		for n := range used {
-			if !served[n] {
-				missing = append(missing, n)
-			}
-		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-	slices.Sort(missing)
-	for _, n := range missing {
+	for _, n := range unservedWithDemo(t, used) {
 		t.Errorf("the alert rules read %s, which -demo does not serve", n)
 	}
 }

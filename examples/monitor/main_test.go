@@ -402,26 +402,7 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 		}
 	}
 
-	url, stop := startPrometheus(t, "-demo")
-	defer stop()
-	// Some series come later than others: a worker's last CPU once it
-	// runs, a wait histogram per priority once a job has started at it,
-	// retries once an upload failed.
-	var missing []string
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		served := scrapedNames(get(t, url))
-		missing = missing[:0]
-		for n := range used {
-			if !served[n] {
-				missing = append(missing, n)
-			}
-		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-	slices.Sort(missing)
-	for _, n := range missing {
+	for _, n := range unservedWithDemo(t, used) {
 		for _, e := range list {
 			if slices.Contains(metricNames(e), n) {
 				t.Errorf("%s (in %q) is not served with -demo", n, e)
@@ -437,6 +418,32 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 			t.Errorf("dashboard does not chart %s", n)
 		}
 	}
+}
+
+// unservedWithDemo runs the prometheus subcommand with -demo and returns,
+// sorted, the names of used that its /metrics does not serve within 15 s.
+// Some series come later than others: a worker's last CPU once it runs, a
+// wait histogram per priority once a job has started at it, retries once
+// an upload failed.
+func unservedWithDemo(t *testing.T, used map[string]bool) []string {
+	t.Helper()
+	url, stop := startPrometheus(t, "-demo")
+	defer stop()
+	var missing []string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		served := scrapedNames(get(t, url))
+		missing = missing[:0]
+		for n := range used {
+			if !served[n] {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	slices.Sort(missing)
+	return missing
 }
 
 // scrapedNames returns the names of the samples of a text exposition
