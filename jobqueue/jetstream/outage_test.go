@@ -70,20 +70,11 @@ func TestWaitSurvivesOutage(t *testing.T) {
 	opts := []jetstream.Option{jetstream.WithName(name), jetstream.WithAckWait(ackWait),
 		jetstream.WithPollInterval(100 * time.Millisecond)}
 
-	wb, err := jetstream.Connect(srv.url(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	workers := newQueue(t, wb, jobqueue.Config{Workers: 1, OnError: func(*jobqueue.Job, int, error) {}})
 	started := make(chan struct{}, 4)
-	workers.Handle("slow", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
+	slowWorkers(t, srv.url(), opts, 1, func() {
 		started <- struct{}{}
-		time.Sleep(3 * time.Second) // not ctx: the work goes on through the outage
-		return json.RawMessage(`"done"`), nil
-	}))
-	if err := workers.Start(); err != nil {
-		t.Fatal(err)
-	}
+		time.Sleep(3 * time.Second)
+	})
 
 	sb, err := jetstream.Connect(srv.url(), opts...)
 	if err != nil {
@@ -401,18 +392,7 @@ func TestWaitersSurviveLostReplies(t *testing.T) {
 	name := uniqueName()
 	opts := []jetstream.Option{jetstream.WithName(name), jetstream.WithAckWait(ackWait),
 		jetstream.WithPollInterval(100 * time.Millisecond)}
-	wb, err := jetstream.Connect(srv.url(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	workers := newQueue(t, wb, jobqueue.Config{Workers: jobs, OnError: func(*jobqueue.Job, int, error) {}})
-	workers.Handle("slow", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
-		time.Sleep(2 * time.Second)
-		return json.RawMessage(`"done"`), nil
-	}))
-	if err := workers.Start(); err != nil {
-		t.Fatal(err)
-	}
+	slowWorkers(t, srv.url(), opts, jobs, func() { time.Sleep(2 * time.Second) })
 	sb, err := jetstream.Connect(px.url(), opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -466,18 +446,7 @@ func TestWaitBegunInOutage(t *testing.T) {
 	srv := newRestartable(t)
 	opts := []jetstream.Option{jetstream.WithName(uniqueName()), jetstream.WithAckWait(ackWait),
 		jetstream.WithPollInterval(100 * time.Millisecond)}
-	wb, err := jetstream.Connect(srv.url(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	workers := newQueue(t, wb, jobqueue.Config{Workers: 1, OnError: func(*jobqueue.Job, int, error) {}})
-	workers.Handle("slow", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
-		time.Sleep(500 * time.Millisecond)
-		return json.RawMessage(`"done"`), nil
-	}))
-	if err := workers.Start(); err != nil {
-		t.Fatal(err)
-	}
+	slowWorkers(t, srv.url(), opts, 1, func() { time.Sleep(500 * time.Millisecond) })
 	sb, err := jetstream.Connect(srv.url(), opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -517,5 +486,24 @@ func TestWaitBegunInOutage(t *testing.T) {
 		t.Logf("Wait begun in the outage returned %v after the restart", time.Since(restarted).Round(time.Millisecond))
 	case <-time.After(ackWait + 5*time.Second):
 		t.Fatalf("Wait still blocked %v after the restart", ackWait+5*time.Second)
+	}
+}
+
+// slowWorkers starts a queue with n workers on its own connection to url
+// (as a worker process would be) whose "slow" jobs call work and succeed.
+// work ignores the job's context: it goes on through an outage.
+func slowWorkers(t *testing.T, url string, opts []jetstream.Option, n int, work func()) {
+	t.Helper()
+	wb, err := jetstream.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := newQueue(t, wb, jobqueue.Config{Workers: n, OnError: func(*jobqueue.Job, int, error) {}})
+	q.Handle("slow", jobqueue.HandlerFunc(func(context.Context, *jobqueue.Job) (json.RawMessage, error) {
+		work()
+		return json.RawMessage(`"done"`), nil
+	}))
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
 	}
 }
