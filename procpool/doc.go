@@ -121,9 +121,10 @@
 // /proc/self/exe, and its command line is "myprog [worker 3]", which
 // ps -o args, top -c and htop show. Task code still sees the program's
 // own os.Args[0]. A worker that replaces a dead one takes the same name;
-// the slot is WorkerStats.ID. To list a pool's workers:
+// the slot is WorkerStats.ID. To list a pool's workers, with the CPU each
+// last ran on, given the program's PID:
 //
-//	ps -o pid,comm,args --ppid "$(pgrep -d, -x myprog)"
+//	ps -o pid,psr,comm,args --ppid PID
 //
 // # Shared memory
 //
