@@ -198,6 +198,13 @@ func (b *Backend) Open(cfg jobqueue.BackendConfig) error {
 
 func (b *Backend) provision(ctx context.Context) error {
 	r := b.o.replicas
+	// Direct gets are answered by any replica, a follower that has not yet
+	// applied the latest writes included: on a replicated cluster a Get
+	// right after Submit could say ErrNotFound, and a compare-and-set
+	// could start from an old revision. With one replica the only copy
+	// answers; with more, reads go through the stream leader's API, which
+	// sees every write it acknowledged.
+	direct := r == 1
 	st := &store{n: b.n, nc: b.nc, js: b.js}
 	var err error
 	st.jobs, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -209,7 +216,7 @@ func (b *Backend) provision(ctx context.Context) error {
 		MaxMsgs:     int64(b.cfg.Capacity),
 		Storage:     jetstream.FileStorage,
 		Replicas:    r,
-		AllowDirect: true,
+		AllowDirect: direct,
 		Duplicates:  2 * time.Minute,
 	})
 	if err != nil {
@@ -224,7 +231,7 @@ func (b *Backend) provision(ctx context.Context) error {
 		MaxMsgs:     int64(b.cfg.Capacity),
 		Storage:     jetstream.FileStorage,
 		Replicas:    r,
-		AllowDirect: true,
+		AllowDirect: direct,
 	})
 	if err != nil {
 		return err
@@ -267,7 +274,7 @@ func (b *Backend) provision(ctx context.Context) error {
 		MaxMsgsPerSubject: 1,
 		Storage:           jetstream.FileStorage,
 		Replicas:          r,
-		AllowDirect:       true,
+		AllowDirect:       direct,
 	})
 	if err != nil {
 		return err
@@ -282,7 +289,7 @@ func (b *Backend) provision(ctx context.Context) error {
 		MaxAge:      b.o.deadAge,
 		Storage:     jetstream.FileStorage,
 		Replicas:    r,
-		AllowDirect: true,
+		AllowDirect: direct,
 	})
 	if err != nil {
 		return err
@@ -305,7 +312,7 @@ func (b *Backend) provision(ctx context.Context) error {
 		AllowRollup:       true,
 		DenyDelete:        true,
 		Duplicates:        2 * time.Minute,
-		AllowDirect:       true,
+		AllowDirect:       direct,
 		Discard:           jetstream.DiscardNew,
 		AllowMsgTTL:       true,
 	})

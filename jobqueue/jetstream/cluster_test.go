@@ -448,3 +448,49 @@ func BenchmarkCluster(b *testing.B) {
 		})
 	}
 }
+
+// TestClusterReadsItsWrites: on three replicas, a job is found by Get the
+// moment Submit returns, and its final state by Get the moment Wait
+// returns, whichever server the client is connected to. Reads served by a
+// replica that has not caught up yet would answer ErrNotFound or an older
+// state.
+func TestClusterReadsItsWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-node cluster: not in -short")
+	}
+	nodes := startCluster(t)
+	for _, n := range nodes {
+		// One backend per server, so that each is a follower of some
+		// stream.
+		b, err := jetstream.Connect("nats://"+n.client, jetstream.WithName("rw"), jetstream.WithReplicas(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := newQueue(t, b, jobqueue.Config{Workers: 4})
+		q.Handle("echo", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
+			return job.Payload, nil
+		}))
+		if err := q.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ctx := testCtx(t)
+		for i := range 150 {
+			id, err := q.Submit(ctx, jobqueue.JobRequest{Type: "echo", Payload: json.RawMessage(fmt.Sprint(i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := q.Get(ctx, id); err != nil {
+				t.Fatalf("via %s: Get right after Submit of job %d: %v", n.name, i, err)
+			}
+			if i%10 != 0 {
+				continue
+			}
+			if info, err := q.Wait(ctx, id); err != nil || info.State != jobqueue.StateSucceeded {
+				t.Fatalf("via %s: Wait = %+v, %v", n.name, info, err)
+			}
+			if info, err := q.Get(ctx, id); err != nil || info.State != jobqueue.StateSucceeded {
+				t.Fatalf("via %s: Get right after Wait = %v, %v", n.name, info.State, err)
+			}
+		}
+	}
+}

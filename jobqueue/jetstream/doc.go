@@ -251,6 +251,13 @@
 // once the cluster has elected a leader, shortly after two nodes are up;
 // a Connect before that fails and should be retried.
 //
+// Reads go to each stream's leader when there is more than one replica
+// (direct gets, which any replica answers, are used with one only), so a
+// process reads its own writes: Get finds a job the moment Submit returns
+// and its final state the moment Wait does, whichever server it is
+// connected to (TestClusterReadsItsWrites). The price is that every read
+// crosses to the leader's server.
+//
 // A server listening on an address other machines reach serves whoever
 // connects: any of them could read, change or delete every job. Give every
 // node and every worker and producer the same WithToken (or configure
