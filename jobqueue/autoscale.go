@@ -33,7 +33,10 @@ type Autoscale struct {
 	Cooldown time.Duration
 	// OnResize, if set, is called after each change with the new count,
 	// on the autoscaler's goroutine: to resize a pool the handlers feed
-	// (pool.Pool.Resize) with the queue.
+	// with the queue, a goroutine pool (pool.Pool.Resize) or the worker
+	// processes of ProcPoolHandler (procpool.Pool.Resize, which returns an
+	// error to log: a new process that cannot start leaves the pool as it
+	// was). TestAutoscaleProcPool runs a burst through both.
 	OnResize func(workers int)
 }
 

@@ -3,6 +3,9 @@ package jobqueue_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +26,87 @@ var (
 		}
 	})
 	procPanic = procpool.Register("jobqueue_test.panic", func(context.Context, int) (int, error) { panic("in the worker") })
+	// procPID sleeps ms milliseconds and says which process ran it.
+	procPID = procpool.Register("jobqueue_test.pid", func(_ context.Context, ms int) (int, error) {
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		return os.Getpid(), nil
+	})
 )
+
+// TestAutoscaleProcPool: a queue that autoscales between 1 and 3 workers
+// resizes the procpool pool its handler feeds through OnResize. A burst of
+// 60 jobs of 40 ms grows the pool to 3 processes, and the jobs run on 3 of
+// them at once; after the burst both return to 1, and every job succeeded
+// once.
+func TestAutoscaleProcPool(t *testing.T) {
+	const jobs = 60
+	pool, err := procpool.New(procpool.WithWorkers(1), procpool.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Close() })
+	var (
+		mu         sync.Mutex
+		resizeErrs []error
+		sizes      []int
+	)
+	q := newQueue(t, jobqueue.Config{
+		Autoscale: &jobqueue.Autoscale{Min: 1, Max: 3, Interval: 20 * time.Millisecond, Target: 100 * time.Millisecond,
+			Cooldown: 300 * time.Millisecond, OnResize: func(n int) {
+				err := pool.Resize(n)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					resizeErrs = append(resizeErrs, err)
+				}
+				sizes = append(sizes, pool.Workers())
+			}},
+	})
+	q.Handle("pid", jobqueue.ProcPoolHandler(procPID, pool))
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var ids []string
+	for range jobs {
+		id, err := q.Submit(ctx, jobqueue.JobRequest{Type: "pid", Payload: []byte("40")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	// Which processes ran jobs while the pool had 3 of them.
+	pids := map[string]bool{}
+	for _, id := range ids {
+		info, err := q.Wait(ctx, id)
+		if err != nil || info.State != jobqueue.StateSucceeded || info.Attempts != 1 {
+			t.Fatalf("job %s: %+v, %v", id, info, err)
+		}
+		pids[string(info.Result)] = true
+	}
+	for q.WorkerCount() != 1 || pool.Workers() != 1 || pool.Stats().Alive != 1 {
+		if ctx.Err() != nil {
+			t.Fatalf("after the burst: queue %d workers, pool %+v", q.WorkerCount(), pool.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(resizeErrs) > 0 {
+		t.Errorf("Resize: %v", resizeErrs)
+	}
+	if !slices.Contains(sizes, 3) || sizes[len(sizes)-1] != 1 {
+		t.Errorf("pool sizes after each change %v: want a rise to 3 and a return to 1", sizes)
+	}
+	if len(pids) < 3 {
+		t.Errorf("jobs ran in %d processes, want at least 3", len(pids))
+	}
+	if st := pool.Stats(); st.Crashes != 0 || st.Completed != jobs {
+		t.Errorf("pool stats %+v", st)
+	}
+	t.Logf("pool sizes %v; jobs ran in %d processes", sizes, len(pids))
+}
 
 func TestProcPoolHandler(t *testing.T) {
 	pool, err := procpool.New(procpool.WithWorkers(1))

@@ -109,7 +109,7 @@ func (t *Task[In, Out]) Map(ctx context.Context, p *Pool, inputs []In, opts ...M
 	}
 	size := mo.chunk
 	if size == 0 {
-		size = autoChunk(len(inputs), len(p.slots), t.meta.est.Load())
+		size = autoChunk(len(inputs), p.Workers(), t.meta.est.Load())
 	}
 	m := &mapJob[In, Out]{inputs: inputs, results: make([]Out, len(inputs)), done: make(chan struct{})}
 	reqs := make([]request, (len(inputs)+size-1)/size)
@@ -286,11 +286,11 @@ func (t *Task[In, Out]) Stream(ctx context.Context, p *Pool, inputs iter.Seq[In]
 		}
 		size := max(mo.chunk, 1)
 		if mo.chunk == 0 {
-			size = autoChunk(1<<30, len(p.slots), t.meta.est.Load())
+			size = autoChunk(1<<30, p.Workers(), t.meta.est.Load())
 		}
 		ahead := mo.inFlight
 		if ahead == 0 {
-			ahead = len(p.slots) * max(64, 4*size)
+			ahead = p.Workers() * max(64, 4*size)
 		}
 		size = min(size, ahead)
 		s := &streamRun[In, Out]{t: t, p: p, ctx: ctx, yield: yield, size: size, ahead: ahead,

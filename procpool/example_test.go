@@ -79,3 +79,28 @@ func ExampleCrashError() {
 	// true true
 	// 49 <nil> 1
 }
+
+// Resize grows a pool for a burst and shrinks it after: the new workers
+// are ready when it returns; a removed one finishes what it was sent, then
+// exits. A queue's autoscaler calls it from jobqueue.Autoscale.OnResize.
+func ExamplePool_Resize() {
+	p, err := procpool.New(procpool.WithWorkers(1))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Resize(4); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(p.Workers(), "workers,", p.Stats().Alive, "running")
+	out, err := square.Map(context.Background(), p, []int{1, 2, 3, 4})
+	fmt.Println(out, err)
+	if err := p.Resize(1); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(p.Workers(), "worker")
+	// Output:
+	// 4 workers, 4 running
+	// [1 4 9 16] <nil>
+	// 1 worker
+}

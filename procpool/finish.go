@@ -65,6 +65,8 @@ func (w *proc) finish(rerr error) {
 		p.logEnded(w, "procpool: worker recycled", tasks)
 	case reason == killCancel:
 		p.logEnded(w, "procpool: worker killed: a call's context ended", tasks)
+	case orderly && isDone(s.quit) && !p.stopped():
+		p.logEnded(w, "procpool: worker removed by Resize", tasks)
 	default:
 		p.logEnded(w, "procpool: worker stopped", tasks)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strconv"
@@ -19,10 +20,15 @@ import (
 // New; its methods are safe for concurrent use. Call Shutdown or Close when
 // done: until then the workers stay alive.
 type Pool struct {
-	o     options
-	exe   string
-	env   []string
-	slots []*slot
+	o       options
+	exe     string
+	env     []string
+	allowed affinity.CPUSet         // the CPUs pinned slots take in turn
+	slots   atomic.Pointer[[]*slot] // the slots in service, in ID order; see Resize
+
+	resizeMu sync.Mutex         // one Resize at a time
+	lifeMu   sync.Mutex         // guards running, and orders Resize before a stop begins
+	running  map[*slot]struct{} // slots whose goroutine runs, removed ones that still finish work included
 
 	queue  chan *request
 	retryQ struct {
@@ -91,6 +97,8 @@ func New(opts ...Option) (*Pool, error) {
 	p := &Pool{
 		o:         o,
 		exe:       exe,
+		allowed:   allowed,
+		running:   make(map[*slot]struct{}),
 		queue:     make(chan *request, 4096),
 		kick:      make(chan struct{}, 1),
 		spawnCh:   make(chan func()),
@@ -110,20 +118,18 @@ func New(opts ...Option) (*Pool, error) {
 		envParent+"="+strconv.Itoa(os.Getpid()))
 	go p.spawnLoop()
 	ready := make(chan error, o.workers)
-	for i := range o.workers {
-		s := &slot{p: p, id: i, cpu: -1}
-		if o.pinned {
-			s.cpu = allowed[i%len(allowed)]
-		}
-		p.slots = append(p.slots, s)
+	slots := make([]*slot, o.workers)
+	for i := range slots {
+		slots[i] = p.newSlot(i)
 	}
-	p.wg.Add(len(p.slots))
-	for _, s := range p.slots {
+	p.slots.Store(&slots)
+	p.wg.Add(len(slots))
+	for _, s := range slots {
 		go s.run(ready)
 	}
 	go p.reap()
 	var errs []error
-	for range p.slots {
+	for range slots {
 		if err := <-ready; err != nil {
 			errs = append(errs, err)
 		}
@@ -133,6 +139,99 @@ func New(opts ...Option) (*Pool, error) {
 		return nil, errors.Join(errs...)
 	}
 	return p, nil
+}
+
+// newSlot makes slot id and counts it as running; its goroutine must be
+// started. lifeMu must be held, except in New.
+func (p *Pool) newSlot(id int) *slot {
+	s := &slot{p: p, id: id, cpu: -1, quit: make(chan struct{})}
+	if len(p.allowed) > 0 {
+		s.cpu = p.allowed[id%len(p.allowed)]
+	}
+	p.running[s] = struct{}{}
+	return s
+}
+
+// slotList returns the slots in service.
+func (p *Pool) slotList() []*slot { return *p.slots.Load() }
+
+// Workers returns the number of worker processes the pool keeps: the
+// count given to New, or to the latest Resize.
+func (p *Pool) Workers() int { return len(p.slotList()) }
+
+// Resize changes the number of worker processes the pool keeps to n, at
+// least one. Growing starts the new workers and waits until they are
+// ready, as New does; if one cannot start, Resize stops those it started,
+// keeps the count it had and returns why. Shrinking removes the
+// highest-numbered workers at once from the choice of new work, and lets
+// each finish the requests already sent to it before its process exits, in
+// the background: no call is lost or retried, and Resize does not wait for
+// them (Stats counts them no more; Shutdown and Close end them with the
+// rest). Pinned workers take the allowed CPUs in turn, as in New. Resize
+// is safe for concurrent use with calls and with itself; once Shutdown or
+// Close has begun it fails with ErrClosed. An autoscaler can call it with
+// the queue it feeds (jobqueue.Autoscale's OnResize).
+func (p *Pool) Resize(n int) error {
+	if n < 1 {
+		return fmt.Errorf("procpool: Resize(%d): a pool needs at least one worker", n)
+	}
+	p.resizeMu.Lock()
+	defer p.resizeMu.Unlock()
+	p.lifeMu.Lock()
+	if p.closing.Load() || p.stopped() {
+		p.lifeMu.Unlock()
+		return ErrClosed
+	}
+	old := p.slotList()
+	switch {
+	case n == len(old):
+		p.lifeMu.Unlock()
+		return nil
+	case n < len(old):
+		keep := old[:n:n]
+		p.slots.Store(&keep)
+		for _, s := range old[n:] {
+			close(s.quit)
+		}
+		p.lifeMu.Unlock()
+		p.log(slog.LevelInfo, "procpool: resized", slog.Int("from", len(old)), slog.Int("to", n))
+		return nil
+	}
+	added := make([]*slot, 0, n-len(old))
+	for id := len(old); id < n; id++ {
+		added = append(added, p.newSlot(id))
+	}
+	grown := append(old[:len(old):len(old)], added...)
+	p.slots.Store(&grown)
+	ready := make(chan error, len(added))
+	p.wg.Add(len(added))
+	for _, s := range added {
+		go s.run(ready)
+	}
+	p.lifeMu.Unlock()
+	var errs []error
+	for range added {
+		if err := <-ready; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		p.log(slog.LevelInfo, "procpool: resized", slog.Int("from", len(old)), slog.Int("to", n))
+		return nil
+	}
+	p.lifeMu.Lock()
+	if cur := p.slotList(); len(cur) == len(grown) {
+		p.slots.Store(&old)
+	}
+	for _, s := range added {
+		close(s.quit) // those that started finish what they were sent, then exit
+	}
+	closing := p.closing.Load()
+	p.lifeMu.Unlock()
+	if closing {
+		return ErrClosed
+	}
+	return errors.Join(errs...)
 }
 
 // spawnLoop starts every worker process from one goroutine locked to its OS
@@ -236,9 +335,13 @@ const (
 	takeRetire
 )
 
-// take waits for the next request for a worker.
-func (p *Pool) take(stop <-chan struct{}) (*request, int) {
+// take waits for the next request for a worker, whose slot Resize removes
+// by closing quit.
+func (p *Pool) take(stop, quit <-chan struct{}) (*request, int) {
 	for {
+		if isDone(quit) {
+			return nil, takeRetire
+		}
 		if r := p.popRetry(); r != nil {
 			return r, takeOK
 		}
@@ -248,6 +351,8 @@ func (p *Pool) take(stop <-chan struct{}) (*request, int) {
 		case <-p.kick:
 		case <-stop:
 			return nil, takeStop
+		case <-quit:
+			return nil, takeRetire
 		case <-p.stopping:
 			if r, ok := p.tryTake(); ok {
 				return r, takeOK
@@ -285,7 +390,11 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	p.stopOnce.Do(func() { close(p.stopping) })
+	p.stopOnce.Do(func() {
+		p.lifeMu.Lock()
+		close(p.stopping)
+		p.lifeMu.Unlock()
+	})
 	select {
 	case <-p.finished:
 		return nil
@@ -302,12 +411,14 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 func (p *Pool) Close() error {
 	p.closing.Store(true)
 	p.closeOnce.Do(func() {
+		p.lifeMu.Lock()
 		close(p.done)
-		for _, s := range p.slots {
+		for s := range p.running {
 			if w := s.cur.Load(); w != nil {
 				w.kill(killClose)
 			}
 		}
+		p.lifeMu.Unlock()
 	})
 	<-p.finished
 	for {
@@ -323,15 +434,16 @@ func (p *Pool) Close() error {
 // Stats returns a snapshot of the pool's counters and of every worker. It
 // reads /proc once per worker on Linux (for the CPU it last ran on).
 func (p *Pool) Stats() Stats {
+	slots := p.slotList()
 	st := Stats{
-		Workers:   len(p.slots),
+		Workers:   len(slots),
 		Restarts:  p.restarts.Load(),
 		Crashes:   p.crashes.Load(),
 		Completed: p.completed.Load(),
 		Failed:    p.failed.Load(),
 		Queued:    len(p.queue) + int(p.retryN.Load()),
 	}
-	for _, s := range p.slots {
+	for _, s := range slots {
 		ws := WorkerStats{ID: s.id, PID: -1, CPU: -1, PinnedCPU: s.cpu, Tasks: s.tasks.Load()}
 		if w := s.cur.Load(); w != nil {
 			ws.PID = w.pid
@@ -353,7 +465,7 @@ func (p *Pool) Stats() Stats {
 // Stats is a snapshot of a Pool. Counters only grow; gauges are read at the
 // call.
 type Stats struct {
-	Workers   int    // configured number of workers
+	Workers   int    // configured number of workers (New, or the latest Resize)
 	Alive     int    // worker processes running now
 	Restarts  uint64 // workers started in place of one that ended (crash, kill, recycling)
 	Crashes   uint64 // workers that ended without being asked to (cancellation kills excluded)

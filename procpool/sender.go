@@ -48,7 +48,7 @@ func (w *proc) sendLoop() {
 			w.retire()
 			return
 		}
-		r, how := p.take(w.stop)
+		r, how := p.take(w.stop, w.s.quit)
 		switch how {
 		case takeStop:
 			if r != nil {
@@ -102,7 +102,7 @@ func (w *proc) refill() {
 		w.signalCredit()
 		return
 	}
-	if w.live && !w.retired && !isDone(w.stop) && len(w.ob.b) == 0 {
+	if w.live && !w.retired && !isDone(w.stop) && !isDone(w.s.quit) && len(w.ob.b) == 0 {
 		for w.canSend() && len(w.ob.b) < flushBytes && !w.full() {
 			r, ok := p.tryTake()
 			if !ok {
@@ -148,16 +148,17 @@ func (p *Pool) sendDirect(r *request, read bool) (sent bool, reader *proc) {
 	if len(p.queue) > 0 || p.retryN.Load() > 0 {
 		return false, nil
 	}
-	n := len(p.slots)
+	slots := p.slotList()
+	n := len(slots)
 	first := int(p.rr.Add(1) % uint32(n))
 	for i := range n {
-		w := p.slots[(first+i)%n].cur.Load()
+		w := slots[(first+i)%n].cur.Load()
 		if w == nil || w.inflight.Load() != 0 || !w.sendMu.TryLock() {
 			continue
 		}
 		// Only to an idle worker, which is reading: the write cannot wait
 		// behind a running task while the caller's context goes unwatched.
-		if !w.live || w.retired || w.full() || w.inflight.Load() != 0 {
+		if !w.live || w.retired || w.full() || w.inflight.Load() != 0 || isDone(w.s.quit) {
 			w.sendMu.Unlock()
 			continue
 		}

@@ -18,7 +18,8 @@ import (
 type slot struct {
 	p       *Pool
 	id      int
-	cpu     int // pinned CPU, -1 if none
+	cpu     int           // pinned CPU, -1 if none
+	quit    chan struct{} // closed when Resize removes the slot
 	cur     atomic.Pointer[proc]
 	tasks   atomic.Uint64
 	lastErr atomic.Pointer[error]
@@ -27,12 +28,17 @@ type slot struct {
 // run keeps the slot filled until the pool stops. The first start reports
 // to ready.
 func (s *slot) run(ready chan<- error) {
-	defer s.p.wg.Done()
 	p := s.p
+	defer func() {
+		p.lifeMu.Lock()
+		delete(p.running, s)
+		p.lifeMu.Unlock()
+		p.wg.Done()
+	}()
 	first := true
 	failures := 0
 	for {
-		if p.stopped() {
+		if p.stopped() || isDone(s.quit) {
 			if first {
 				ready <- ErrClosed
 			}
@@ -57,6 +63,7 @@ func (s *slot) run(ready chan<- error) {
 			case <-time.After(delay):
 			case <-p.done:
 			case <-p.stopping:
+			case <-s.quit:
 			}
 			continue
 		}
@@ -72,7 +79,7 @@ func (s *slot) run(ready chan<- error) {
 		go w.sendLoop()
 		rerr := w.readLoop()
 		w.finish(rerr)
-		if !p.stopped() {
+		if !p.stopped() && !isDone(s.quit) {
 			p.restarts.Add(1)
 		}
 	}
