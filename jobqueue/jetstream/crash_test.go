@@ -22,7 +22,7 @@ import (
 // The crash tests re-execute the test binary as worker processes: with
 // workerEnv set, TestMain runs runWorker instead of the tests.
 const (
-	workerEnv = "COREWORK_JETSTREAM_TEST_WORKER" // "hang" or "work"
+	workerEnv = "COREWORK_JETSTREAM_TEST_WORKER" // "hang", "work" or "tick"
 	urlEnv    = "COREWORK_JETSTREAM_TEST_URL"
 	nameEnv   = "COREWORK_JETSTREAM_TEST_NAME"
 )
@@ -30,7 +30,8 @@ const (
 // runWorker is a worker process for the crash tests. It prints "TAG <tag>"
 // once its queue runs and "STARTED <id>" when a handler starts. In "hang"
 // mode handlers never return (the test kills the process); in "work" mode
-// they return the worker's tag. It stops when its stdin closes.
+// they return the worker's tag; in "tick" mode it also runs tickSchedule,
+// whose "tick" jobs print "RAN <id>". It stops when its stdin closes.
 func runWorker() int {
 	mode := os.Getenv(workerEnv)
 	b, err := jetstream.Connect(os.Getenv(urlEnv), jetstream.WithName(os.Getenv(nameEnv)),
@@ -57,6 +58,16 @@ func runWorker() int {
 		}
 		return json.Marshal(q.Tag())
 	}))
+	if mode == "tick" {
+		q.Handle("tick", jobqueue.HandlerFunc(func(ctx context.Context, job *jobqueue.Job) (json.RawMessage, error) {
+			say("RAN %s", job.ID)
+			return nil, nil
+		}))
+		if err := q.Schedule(tickSchedule); err != nil {
+			fmt.Println("ERROR", err)
+			return 1
+		}
+	}
 	if err := q.Start(); err != nil {
 		fmt.Println("ERROR", err)
 		return 1
@@ -70,6 +81,35 @@ func runWorker() int {
 		return 1
 	}
 	return 0
+}
+
+// tickSchedule is the schedule of the worker processes in "tick" mode.
+var tickSchedule = jobqueue.Schedule{Name: "report", Every: time.Second, Job: jobqueue.JobRequest{Type: "tick"}}
+
+// stop closes the worker's stdin, waits for it to shut down and returns
+// every line it printed that was not read yet.
+func (w *worker) stop(t *testing.T) []string {
+	t.Helper()
+	_ = w.stdin.Close()
+	var rest []string
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l := <-w.lines:
+			rest = append(rest, l)
+		case <-w.done:
+			for {
+				select {
+				case l := <-w.lines:
+					rest = append(rest, l)
+				default:
+					return rest
+				}
+			}
+		case <-timeout:
+			t.Fatal("worker did not stop within 20 s of its stdin closing")
+		}
+	}
 }
 
 // worker is a running worker process.

@@ -75,19 +75,17 @@ func waitTicks(r *ticks, n int) {
 	}
 }
 
-// TestScheduleOncePerTick: three queues on one JetStream server, each on
-// its own connection as three worker processes would be, register the same
-// one-second schedule and run for 5 s: each tick is one job, run once:
-// 5 or 6 jobs, not 15.
+// TestScheduleOncePerTick: three worker processes (this test binary,
+// re-executed) on one JetStream server register the same one-second
+// schedule and run for 5 s: each tick is one job, run once: 5 or 6 jobs,
+// not 15.
 func TestScheduleOncePerTick(t *testing.T) {
 	srv := startServer(t, jetstream.WithListen("127.0.0.1:0"))
 	name := uniqueName()
-	s := jobqueue.Schedule{Name: "report", Every: time.Second, Job: jobqueue.JobRequest{Type: "tick"}}
-	var r ticks
-	var stops []func()
-	var start time.Time // once the first queue runs its schedule
+	var workers []*worker
+	var start time.Time // once the first process runs its schedule
 	for i := range 3 {
-		stops = append(stops, scheduledQueue(t, srv.ClientURL(), name, s, &r))
+		workers = append(workers, startWorker(t, "tick", srv.ClientURL(), name))
 		if i == 0 {
 			start = time.Now()
 		}
@@ -95,10 +93,24 @@ func TestScheduleOncePerTick(t *testing.T) {
 	// Five seconds of ticks, and a little for the last one's Submit
 	// before Shutdown refuses it.
 	time.Sleep(time.Until(start.Add(5300 * time.Millisecond)))
-	for _, stop := range stops {
-		stop()
+	var ids []string
+	perProcess := make([]int, len(workers))
+	for _, w := range workers {
+		w.stdin.Close() // all three stop at once
 	}
-	ids := r.list()
+	for i, w := range workers {
+		for _, l := range w.stop(t) {
+			if id, ok := strings.CutPrefix(l, "RAN "); ok {
+				ids = append(ids, id)
+				perProcess[i]++
+			} else if strings.HasPrefix(l, "ERROR") {
+				t.Errorf("worker %s: %s", w.tag, l)
+			}
+		}
+		if err := w.cmd.Wait(); err != nil {
+			t.Errorf("worker %s exited: %v", w.tag, err)
+		}
+	}
 	seen := map[string]bool{}
 	for _, id := range ids {
 		if seen[id] {
@@ -110,9 +122,9 @@ func TestScheduleOncePerTick(t *testing.T) {
 		}
 	}
 	if len(seen) < 5 || len(seen) > 6 {
-		t.Fatalf("%d jobs in 5 s from three queues on a one-second schedule, want 5 or 6: %v", len(seen), ids)
+		t.Fatalf("%d jobs in 5 s from three processes on a one-second schedule, want 5 or 6: %v", len(seen), ids)
 	}
-	t.Logf("three queues, 5 s, one-second schedule: %d jobs, run once each: %v", len(seen), ids)
+	t.Logf("three processes, 5 s, one-second schedule: %d jobs, run once each (per process %v): %v", len(seen), perProcess, ids)
 }
 
 // TestScheduleCatchUpAfterOutage: a two-second schedule runs, then every
