@@ -173,3 +173,23 @@ func TestLogKilledAndRecycled(t *testing.T) {
 	rec.wait(t, "procpool: worker recycled", second).want(t, "recycled", slog.LevelDebug,
 		map[string]any{"worker": int64(0), "tasks": int64(3)})
 }
+
+// TestLogCloseDuringRestart: Close while a crashed worker's replacement is
+// starting kills the new process in its handshake; that is the pool
+// stopping, not a start failure, and logs no error.
+func TestLogCloseDuringRestart(t *testing.T) {
+	for range 20 {
+		rec := &recorder{}
+		p, err := procpool.New(procpool.WithWorkers(1), procpool.WithOutput(discard{}), procpool.WithLogger(slog.New(rec)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := exitTask.Call(context.Background(), p, 3); err == nil {
+			t.Fatal("the worker did not crash")
+		}
+		p.Close() // the replacement is starting now
+		if f := rec.find("procpool: worker start failed"); len(f) > 0 {
+			t.Fatalf("Close during a restart logged %d start failures: %v", len(f), f[0].attrs)
+		}
+	}
+}

@@ -51,11 +51,15 @@ func (s *slot) run(ready chan<- error) {
 			}
 		}
 		if err != nil {
-			s.lastErr.Store(&err)
 			if first {
+				s.lastErr.Store(&err)
 				ready <- fmt.Errorf("procpool: start worker %d: %w", s.id, err)
 				return
 			}
+			if p.stopped() || isDone(s.quit) {
+				return // killed by Close or Shutdown while it started: not a failure
+			}
+			s.lastErr.Store(&err)
 			failures++
 			delay := retryDelay(failures)
 			p.logStartFailed(s, err, failures, delay)
