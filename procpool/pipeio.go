@@ -3,6 +3,7 @@ package procpool
 import (
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -10,8 +11,9 @@ import (
 // pipe ends: the system calls go through the file's RawConn, which waits
 // in the netpoller when the pipe is empty or full and honours deadlines.
 type pipeConn struct {
-	f  *os.File
-	rc syscall.RawConn
+	f     *os.File
+	rc    syscall.RawConn
+	count *atomic.Uint64 // if set, bytes moved are added to it (see bell)
 }
 
 func newPipeConn(f *os.File) *pipeConn {
@@ -51,6 +53,9 @@ func (c *pipeConn) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
+	if c.count != nil {
+		c.count.Add(uint64(n))
+	}
 	return n, nil
 }
 
@@ -89,6 +94,9 @@ func (c *pipeConn) write(p []byte, wait bool) (int, error) {
 		}
 		return true
 	})
+	if c.count != nil && n > 0 {
+		c.count.Add(uint64(n))
+	}
 	if err == nil {
 		err = werr
 	}

@@ -25,6 +25,8 @@ type proc struct {
 	reqW    *os.File
 	repR    *os.File
 	journal *os.File  // the worker's reply journal, read after it dies (see replay)
+	jhead   []byte    // the journal's header, mapped (see bell); nil if not
+	bell    *bell     // the doorbells in jhead; nil if off
 	reqC    *pipeConn // reqW's writes
 	stdout  *lineWriter
 	stderr  *lineWriter
@@ -51,6 +53,8 @@ type proc struct {
 	// reader state, guarded by rmu: the read token, held by the slot's
 	// goroutine or by a caller reading its own reply (see Pool.sendDirect)
 	rmu     sync.Mutex
+	repRead atomic.Uint64 // bytes read from the reply pipe (see bell)
+	spin    spinner
 	fr      *frameReader
 	src     bytes.Reader
 	dec     *gob.Decoder
@@ -123,6 +127,11 @@ func (w *proc) closeFiles() {
 	w.reqW.Close()
 	w.repR.Close()
 	w.journal.Close()
+	if w.jhead != nil {
+		w.bell = nil
+		unmapHead(w.jhead)
+		w.jhead = nil
+	}
 }
 
 func (w *proc) wakeReader() {

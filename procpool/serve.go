@@ -85,6 +85,9 @@ func workerMain(slot string) int {
 // server is the worker side of the protocol: it reads request frames,
 // runs them one at a time and writes reply frames in batches.
 type server struct {
+	in    *countReader // the request pipe, counting bytes for the doorbell
+	bell  *bell        // the journal's doorbells; nil if off
+	spin  spinner
 	fr    *frameReader
 	w     io.Writer
 	limit int
@@ -103,7 +106,8 @@ type server struct {
 }
 
 func newServer(r io.Reader, w io.Writer, limit int, tasks map[string]taskImpl) *server {
-	s := &server{fr: newFrameReader(r, limit), w: w, limit: limit, tasks: tasks}
+	s := &server{in: &countReader{r: r}, w: w, limit: limit, tasks: tasks}
+	s.fr = newFrameReader(s.in, limit)
 	s.dec = gob.NewDecoder(&s.src)
 	s.enc = gob.NewEncoder(&s.ob)
 	return s
@@ -150,6 +154,11 @@ func (s *server) serve(ctx context.Context) error {
 			if err := s.flush(); err != nil {
 				return err
 			}
+		}
+		if s.bell != nil && !s.fr.complete() {
+			// Watch for the next request before sleeping in read(2): a
+			// parent that writes to a pipe nobody sleeps on wakes nobody.
+			s.spin.wait(s.bell.req, s.in.n, workerSpin)
 		}
 		q, err := s.read()
 		if err == io.EOF {

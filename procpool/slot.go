@@ -103,6 +103,7 @@ func (s *slot) start() (*proc, error) {
 		stderr:     newLineWriter(&p.outMu, p.o.output, s.id),
 	}
 	w.requestWriter.init(p.o.maxFrame)
+	w.spin.init(parentSpin)
 	w.dec = gob.NewDecoder(&w.src)
 	var err error
 	p.onSpawnThread(func() { err = w.spawn() })
@@ -110,7 +111,12 @@ func (s *slot) start() (*proc, error) {
 		return nil, err
 	}
 	w.reqC = newPipeConn(w.reqW)
-	w.fr = newFrameReader(newPipeConn(w.repR), p.o.maxFrame)
+	rep := newPipeConn(w.repR)
+	rep.count = &w.repRead
+	if w.bell != nil {
+		w.reqC.count = w.bell.req
+	}
+	w.fr = newFrameReader(rep, p.o.maxFrame)
 	// Reap the process as soon as it ends, even while nobody reads its
 	// replies: no zombie, and its death wakes the reader.
 	go w.reap()
@@ -145,6 +151,11 @@ func (w *proc) spawn() error {
 		repW.Close()
 		return err
 	}
+	jhead := mapHead(jf) // nil where the parent cannot map it: no doorbells
+	var bl *bell
+	if jhead != nil {
+		bl = ringBell(jhead)
+	}
 	cmd := exec.Command(p.exe)
 	cmd.Args = []string{os.Args[0]}
 	cmd.Env = append(p.env[:len(p.env):len(p.env)], envWorker+"="+strconv.Itoa(s.id))
@@ -165,9 +176,13 @@ func (w *proc) spawn() error {
 		reqW.Close()
 		repR.Close()
 		jf.Close()
+		if jhead != nil {
+			unmapHead(jhead)
+		}
 		return fmt.Errorf("procpool: start worker: %w", err)
 	}
 	w.cmd, w.pid, w.reqW, w.repR, w.journal = cmd, cmd.Process.Pid, reqW, repR, jf
+	w.jhead, w.bell = jhead, bl
 	return nil
 }
 

@@ -98,3 +98,15 @@ func sysWrite(fd uintptr, p []byte) (int, error) {
 	}
 	return int(n), nil
 }
+
+// mapHead maps the header of a worker's journal in the parent, for the
+// doorbells (see bell); nil if it cannot.
+func mapHead(f *os.File) []byte {
+	mem, err := unix.Mmap(int(f.Fd()), 0, journalHeader, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil
+	}
+	return mem
+}
+
+func unmapHead(mem []byte) { unix.Munmap(mem) }
