@@ -39,7 +39,7 @@ const (
 	// parentSpin is how long the parent watches for a reply before it
 	// sleeps in the netpoller, when the oldest request in flight is
 	// expected to take at most spinTaskMax of handler time.
-	parentSpin = 50 * time.Microsecond
+	parentSpin  = 50 * time.Microsecond
 	spinTaskMax = 20_000 // ns
 )
 
