@@ -24,21 +24,19 @@ import (
 // proc.replay), skipping those it did, by request ID.
 //
 // Layout: a header of journalHeader bytes, whose first 8 bytes are the
-// committed length (little-endian), followed, each on a cache line of its
-// own, by the doorbells (see bell.go); then the batch: frames as written to
-// the pipe. A reply that does not fit in the journal is written to the
+// committed length (little-endian) and whose second cache line holds the
+// rings' handshake (see ring), then the batch: frames as written to the
+// pipe. A reply that does not fit in the journal is written to the
 // pipe before the next task runs.
 const (
 	journalSize   = 1 << 20
-	journalHeader = 256
+	journalHeader = 128
 )
 
 // useJournal makes mem (journalSize bytes, shared with the parent) the
 // home of the reply batch; the batch must be empty.
 func (s *server) useJournal(mem []byte) {
 	s.jmem = mem
-	s.bell = bellAt(mem)
-	s.spin.init(workerSpin)
 	s.ob.b = mem[journalHeader:journalHeader:len(mem)]
 }
 
@@ -68,10 +66,7 @@ func (s *server) flush() error {
 	if len(s.ob.b) == 0 {
 		return nil
 	}
-	n, err := s.w.Write(s.ob.b)
-	if s.bell != nil && n > 0 {
-		s.bell.rep.Add(uint64(n))
-	}
+	_, err := s.w.Write(s.ob.b)
 	switch {
 	case s.jmem != nil:
 		// Written: the journal holds nothing the parent will not read.

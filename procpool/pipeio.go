@@ -3,7 +3,6 @@ package procpool
 import (
 	"io"
 	"os"
-	"sync/atomic"
 	"syscall"
 )
 
@@ -11,9 +10,8 @@ import (
 // pipe ends: the system calls go through the file's RawConn, which waits
 // in the netpoller when the pipe is empty or full and honours deadlines.
 type pipeConn struct {
-	f     *os.File
-	rc    syscall.RawConn
-	count *atomic.Uint64 // if set, bytes moved are added to it (see bell)
+	f  *os.File
+	rc syscall.RawConn
 }
 
 func newPipeConn(f *os.File) *pipeConn {
@@ -53,9 +51,6 @@ func (c *pipeConn) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
-	if c.count != nil {
-		c.count.Add(uint64(n))
-	}
 	return n, nil
 }
 
@@ -94,9 +89,6 @@ func (c *pipeConn) write(p []byte, wait bool) (int, error) {
 		}
 		return true
 	})
-	if c.count != nil && n > 0 {
-		c.count.Add(uint64(n))
-	}
 	if err == nil {
 		err = werr
 	}

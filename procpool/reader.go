@@ -22,7 +22,6 @@ func (w *proc) readLoop() error {
 		w.rmu.Lock()
 		err := w.readErr
 		for err == nil && (w.inflight.Load() > 0 || isDone(w.exited)) {
-			w.spinForReply()
 			err = w.readOne()
 		}
 		if err != nil && w.readErr == nil {
@@ -49,6 +48,7 @@ func (w *proc) readFor(ctx context.Context, r *request) {
 			w.intMu.Lock()
 			if w.intr == r {
 				w.intr, w.intrSet = nil, true
+				w.cut.Store(true)
 				w.repR.SetReadDeadline(time.Unix(1, 0))
 			}
 			w.intMu.Unlock()
@@ -56,7 +56,6 @@ func (w *proc) readFor(ctx context.Context, r *request) {
 		defer stop()
 	}
 	for w.readErr == nil && r.state.Load() != stDone {
-		w.spinForReply()
 		if err := w.readOne(); err != nil {
 			w.readErr = err
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -73,6 +72,7 @@ func (w *proc) readFor(ctx context.Context, r *request) {
 		w.intr = nil
 		if w.intrSet { // fired after the last read: nothing was cut
 			w.intrSet = false
+			w.cut.Store(false)
 			w.repR.SetReadDeadline(time.Time{})
 		}
 		w.intMu.Unlock()
@@ -82,28 +82,6 @@ func (w *proc) readFor(ctx context.Context, r *request) {
 	if broken || w.inflight.Load() > 0 {
 		w.wakeReader()
 	}
-}
-
-// spinForReply watches the worker's reply doorbell (see bell) before a
-// read that would sleep, when the oldest request in flight is expected to
-// be answered within spinTaskMax of handler time; rmu must be held.
-func (w *proc) spinForReply() {
-	if w.bell == nil || w.fr.complete() {
-		return
-	}
-	w.mu.Lock()
-	var r *request
-	if w.head < len(w.fifo) {
-		r = w.fifo[w.head]
-	}
-	w.mu.Unlock()
-	if r == nil {
-		return
-	}
-	if est := r.task.est.Load(); est <= 0 || est*int64(r.n) > spinTaskMax {
-		return
-	}
-	w.spin.wait(w.bell.rep, w.repRead.Load(), parentSpin)
 }
 
 // readOne reads one reply from the worker's pipe and settles it.

@@ -42,6 +42,8 @@ func (s *slot) run(ready chan<- error) {
 		if err == nil {
 			if herr := w.handshake(); herr != nil {
 				err = w.abort(herr)
+			} else {
+				w.useRings()
 			}
 		}
 		if err != nil {
@@ -103,7 +105,6 @@ func (s *slot) start() (*proc, error) {
 		stderr:     newLineWriter(&p.outMu, p.o.output, s.id),
 	}
 	w.requestWriter.init(p.o.maxFrame)
-	w.spin.init(parentSpin)
 	w.dec = gob.NewDecoder(&w.src)
 	var err error
 	p.onSpawnThread(func() { err = w.spawn() })
@@ -111,12 +112,8 @@ func (s *slot) start() (*proc, error) {
 		return nil, err
 	}
 	w.reqC = newPipeConn(w.reqW)
-	rep := newPipeConn(w.repR)
-	rep.count = &w.repRead
-	if w.bell != nil {
-		w.reqC.count = w.bell.req
-	}
-	w.fr = newFrameReader(rep, p.o.maxFrame)
+	w.out = w.reqC
+	w.fr = newFrameReader(newPipeConn(w.repR), p.o.maxFrame)
 	// Reap the process as soon as it ends, even while nobody reads its
 	// replies: no zombie, and its death wakes the reader.
 	go w.reap()
@@ -151,10 +148,9 @@ func (w *proc) spawn() error {
 		repW.Close()
 		return err
 	}
-	jhead := mapHead(jf) // nil where the parent cannot map it: no doorbells
-	var bl *bell
-	if jhead != nil {
-		bl = ringBell(jhead)
+	shm := mapShared(jf) // nil where the parent cannot map it: no rings
+	if shm != nil {
+		offerRings(shm)
 	}
 	cmd := exec.Command(p.exe)
 	cmd.Args = []string{os.Args[0]}
@@ -176,13 +172,12 @@ func (w *proc) spawn() error {
 		reqW.Close()
 		repR.Close()
 		jf.Close()
-		if jhead != nil {
-			unmapHead(jhead)
+		if shm != nil {
+			unmapShared(shm)
 		}
 		return fmt.Errorf("procpool: start worker: %w", err)
 	}
-	w.cmd, w.pid, w.reqW, w.repR, w.journal = cmd, cmd.Process.Pid, reqW, repR, jf
-	w.jhead, w.bell = jhead, bl
+	w.cmd, w.pid, w.reqW, w.repR, w.journal, w.shm = cmd, cmd.Process.Pid, reqW, repR, jf, shm
 	return nil
 }
 

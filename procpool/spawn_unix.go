@@ -62,8 +62,8 @@ func sysWrite(fd uintptr, p []byte) (int, error) {
 	return max(n, 0), err
 }
 
-// mapHead: the doorbells (see bell) are Linux-only for now; the parent and
-// its workers wait in the kernel.
-func mapHead(*os.File) []byte { return nil }
+// mapShared: the rings (see ring) are Linux-only for now; frames go
+// through the pipes.
+func mapShared(*os.File) []byte { return nil }
 
-func unmapHead([]byte) {}
+func unmapShared([]byte) {}

@@ -30,6 +30,6 @@ func sysRead(uintptr, []byte) (int, error) { return 0, errNoWorkers }
 
 func sysWrite(uintptr, []byte) (int, error) { return 0, errNoWorkers }
 
-func mapHead(*os.File) []byte { return nil }
+func mapShared(*os.File) []byte { return nil }
 
-func unmapHead([]byte) {}
+func unmapShared([]byte) {}
