@@ -83,7 +83,8 @@
 // worker takes its slot and every other call goes on. The parent knows
 // which request that was: a worker runs its requests in order, and before
 // it starts one it has either written the replies to the earlier ones to
-// its pipe or recorded them in its journal, memory it shares with the
+// its pipe (its reply ring on Linux, see Wire) or recorded them in its
+// journal, memory it shares with the
 // parent (a memfd on Linux), which the parent reads after the death
 // without costing the worker a system call per task. So the running
 // request is the oldest one without a reply; the requests queued behind it
