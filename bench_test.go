@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/corework/corework/internal/cputime"
 	"github.com/corework/corework/pool"
 	"github.com/corework/corework/procpool"
 )
@@ -109,14 +110,21 @@ func BenchmarkScaling(b *testing.B) {
 
 // reportScaling times batch b.N times, reports jobs/s and the speedup over
 // the one-worker run of the same variant (1 for that run itself), and
-// returns the time per batch.
+// returns the time per batch. For processes it also reports
+// "parent-us/task": the CPU time this process, the pool's parent, spent
+// per job (the workers' time is not in it), where the system counts it.
 func reportScaling(b *testing.B, variant string, workers int, batch func()) float64 {
 	batch() // warm up: start the workers
 	b.ResetTimer()
+	cpu0, ok0 := cputime.Self()
 	for i := 0; i < b.N; i++ {
 		batch()
 	}
+	cpu1, ok1 := cputime.Self()
 	b.StopTimer()
+	if variant == "process" && ok0 && ok1 {
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/1e3/float64(b.N*scalingBatch), "parent-us/task")
+	}
 	nsPerOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 	perOp.Store(scalingKey{variant, workers}, nsPerOp)
 	b.ReportMetric(scalingBatch*1e9/nsPerOp, "jobs/s")

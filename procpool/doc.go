@@ -54,11 +54,19 @@
 // the parent takes a CPU from a worker.
 // A Call that finds a worker idle writes its request and reads its reply
 // from its own goroutine, with no hand-off to the pool's goroutines. On
-// Linux the parent waits through the netpoller, reading and writing its
-// non-blocking pipe ends with plain system calls that do not wake the Go
-// runtime's monitor thread, and the worker blocks in read(2). Workers'
-// stdout and stderr never carry the protocol: they are forwarded line by
-// line to WithOutput, each line prefixed with "worker N: ".
+// Linux the frames do not cross the kernel at all: they go through two
+// byte rings per worker in memory the parent and the worker share (the
+// journal's memfd), and the pipes carry only one-byte wake-up tokens and,
+// by their end, each side's death. A side that finds its ring empty spins
+// briefly when the bytes are expected soon (a reply to a task measured
+// short; the worker's next request), yielding its CPU as it spins and
+// giving up when it finds the CPU contended, and otherwise sleeps: the
+// parent in the netpoller, reading its non-blocking pipe end with plain
+// system calls that do not wake the Go runtime's monitor thread, the
+// worker in read(2). Elsewhere the frames themselves go through the
+// pipes. Workers' stdout and stderr never carry the protocol: they are
+// forwarded line by line to WithOutput, each line prefixed with
+// "worker N: ".
 //
 // # Failures
 //
@@ -75,7 +83,8 @@
 // worker takes its slot and every other call goes on. The parent knows
 // which request that was: a worker runs its requests in order, and before
 // it starts one it has either written the replies to the earlier ones to
-// its pipe or recorded them in its journal, memory it shares with the
+// its pipe (its reply ring on Linux, see Wire) or recorded them in its
+// journal, memory it shares with the
 // parent (a memfd on Linux), which the parent reads after the death
 // without costing the worker a system call per task. So the running
 // request is the oldest one without a reply; the requests queued behind it

@@ -69,15 +69,20 @@ func moveFd(fd int) (int, error) {
 	return nfd, nil
 }
 
-// mapJournal maps the journal passed as fd, shared with the parent; nil if
-// there is none or it cannot be mapped, and the worker then writes each
-// reply before it runs the next task.
+// mapJournal maps the journal passed as fd, shared with the parent, with
+// the rings that follow it if the file has them; nil if there is none or
+// it cannot be mapped, and the worker then writes each reply before it
+// runs the next task.
 func mapJournal(fd int) []byte {
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) != nil || st.Size < journalSize {
 		return nil
 	}
-	mem, err := unix.Mmap(fd, 0, journalSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	size := journalSize
+	if st.Size >= shmSize {
+		size = shmSize // with the rings (see ring)
+	}
+	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil
 	}

@@ -24,12 +24,13 @@ import (
 // proc.replay), skipping those it did, by request ID.
 //
 // Layout: a header of journalHeader bytes, whose first 8 bytes are the
-// committed length (little-endian), then the batch: frames as written to
-// the pipe. A reply that does not fit in the journal is written to the
+// committed length (little-endian) and whose second cache line holds the
+// rings' handshake (see ring), then the batch: frames as written to the
+// pipe. A reply that does not fit in the journal is written to the
 // pipe before the next task runs.
 const (
 	journalSize   = 1 << 20
-	journalHeader = 64
+	journalHeader = 128
 )
 
 // useJournal makes mem (journalSize bytes, shared with the parent) the

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // kill reasons
@@ -24,8 +25,11 @@ type proc struct {
 	pid     int // also the ID of the worker's process group (unix)
 	reqW    *os.File
 	repR    *os.File
-	journal *os.File  // the worker's reply journal, read after it dies (see replay)
-	reqC    *pipeConn // reqW's writes
+	journal *os.File    // the worker's reply journal, read after it dies (see replay)
+	reqC    *pipeConn   // reqW's writes
+	out     reqOut      // where requests go: reqC, or the request ring (see ring)
+	shm     []byte      // the journal file with its rings, mapped; nil if not
+	cut     atomic.Bool // a caller's context ended: its ring read fails (see readFor)
 	stdout  *lineWriter
 	stderr  *lineWriter
 
@@ -118,11 +122,67 @@ func (w *proc) killIfRunning(r *request) {
 	}
 }
 
-// closeFiles closes the parent's ends of the pipes and the journal.
+// closeFiles closes the parent's ends of the pipes and the journal, and
+// unmaps the rings.
 func (w *proc) closeFiles() {
 	w.reqW.Close()
 	w.repR.Close()
 	w.journal.Close()
+	if w.shm != nil {
+		unmapShared(w.shm)
+		w.shm = nil
+	}
+}
+
+// reqOut is what the parent writes request batches to.
+type reqOut interface {
+	Write(p []byte) (int, error)    // all of p, waiting for room
+	writeNow(p []byte) (int, error) // what fits now
+}
+
+// useRings switches the worker's frames to the rings if the worker
+// acknowledged them (see ring); it runs after hello, before anything else
+// is sent or read.
+func (w *proc) useRings() {
+	if !ringsOn(w.shm) {
+		return
+	}
+	req, rep := rings(w.shm)
+	token := []byte{0}
+	w.out = &ringWriter{r: req,
+		wake: func() error {
+			_, err := w.reqC.writeNow(token)
+			return err
+		},
+		dead: func() error {
+			if isDone(w.exited) {
+				return errGone
+			}
+			return nil
+		},
+	}
+	rr := &ringReader{r: rep, tok: w.fr.src, cut: &w.cut, limit: w.replySpin}
+	rr.spin.budget = parentSpin
+	w.fr = newFrameReader(rr, w.s.p.o.maxFrame)
+}
+
+// replySpin is how long the reader may spin for a reply now (see ring):
+// parentSpin when the oldest request in flight is expected to take at most
+// spinTaskMax of handler time, else nothing.
+func (w *proc) replySpin() time.Duration {
+	w.mu.Lock()
+	var r *request
+	if w.head < len(w.fifo) {
+		r = w.fifo[w.head]
+	}
+	w.mu.Unlock()
+	if r == nil {
+		return 0
+	}
+	if est := r.task.est.Load(); est <= 0 || est*int64(r.n) > spinTaskMax {
+		return 0
+	}
+	return parentSpin
 }
 
 func (w *proc) wakeReader() {

@@ -48,6 +48,7 @@ func (w *proc) readFor(ctx context.Context, r *request) {
 			w.intMu.Lock()
 			if w.intr == r {
 				w.intr, w.intrSet = nil, true
+				w.cut.Store(true)
 				w.repR.SetReadDeadline(time.Unix(1, 0))
 			}
 			w.intMu.Unlock()
@@ -71,6 +72,7 @@ func (w *proc) readFor(ctx context.Context, r *request) {
 		w.intr = nil
 		if w.intrSet { // fired after the last read: nothing was cut
 			w.intrSet = false
+			w.cut.Store(false)
 			w.repR.SetReadDeadline(time.Time{})
 		}
 		w.intMu.Unlock()

@@ -111,7 +111,7 @@ func (w *proc) refill() {
 			w.add(r)
 		}
 		if len(w.ob.b) > 0 {
-			n, err := w.reqC.writeNow(w.ob.b)
+			n, err := w.out.writeNow(w.ob.b)
 			w.ob.b = w.ob.b[:copy(w.ob.b, w.ob.b[n:])]
 			if err != nil {
 				w.kill(killBroken) // the requests in flight are settled by finish
@@ -197,7 +197,7 @@ func (w *proc) flush() error {
 	if len(w.ob.b) == 0 {
 		return nil
 	}
-	_, err := w.reqC.Write(w.ob.b)
+	_, err := w.out.Write(w.ob.b)
 	if cap(w.ob.b) > 4<<20 {
 		w.ob.b = nil
 	} else {

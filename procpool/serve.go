@@ -68,12 +68,17 @@ func workerMain(slot string) int {
 	}
 	tasks, inits := lookupTasks()
 	s := newServer(in, out, limit, tasks)
+	var req, rep *ring
 	if journal != nil {
-		s.useJournal(journal)
+		req, rep = acceptRings(journal) // before hello: the parent checks after it
+		s.useJournal(journal[:journalSize:journalSize])
 	}
 	if err := s.start(context.Background(), id, inits); err != nil {
 		fmt.Fprintf(os.Stderr, "procpool: worker %d: %v\n", id, err)
 		return 1
+	}
+	if req != nil {
+		s.useRings(req, rep, in, out)
 	}
 	if err := s.serve(context.Background()); err != nil {
 		fmt.Fprintf(os.Stderr, "procpool: worker %d: %v\n", id, err)
@@ -107,6 +112,22 @@ func newServer(r io.Reader, w io.Writer, limit int, tasks map[string]taskImpl) *
 	s.dec = gob.NewDecoder(&s.src)
 	s.enc = gob.NewEncoder(&s.ob)
 	return s
+}
+
+// useRings switches the frames to the rings (see ring) after hello; the
+// pipes carry only wake-up tokens and their end from then on.
+func (s *server) useRings(req, rep *ring, in io.Reader, out io.Writer) {
+	rr := &ringReader{r: req, tok: in, limit: func() time.Duration { return workerSpin }}
+	rr.spin.budget = workerSpin
+	s.fr = newFrameReader(rr, s.limit)
+	token := []byte{0}
+	s.w = &ringWriter{r: rep,
+		wake: func() error {
+			_, err := out.Write(token)
+			return err
+		},
+		dead: func() error { return nil }, // a worker dies with its parent
+	}
 }
 
 // start runs the init hooks and sends hello, or the hook's error.

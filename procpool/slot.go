@@ -48,6 +48,8 @@ func (s *slot) run(ready chan<- error) {
 		if err == nil {
 			if herr := w.handshake(); herr != nil {
 				err = w.abort(herr)
+			} else {
+				w.useRings()
 			}
 		}
 		if err != nil {
@@ -121,6 +123,7 @@ func (s *slot) start() (*proc, error) {
 		return nil, err
 	}
 	w.reqC = newPipeConn(w.reqW)
+	w.out = w.reqC
 	w.fr = newFrameReader(newPipeConn(w.repR), p.o.maxFrame)
 	// Reap the process as soon as it ends, even while nobody reads its
 	// replies: no zombie, and its death wakes the reader.
@@ -156,6 +159,10 @@ func (w *proc) spawn() error {
 		repW.Close()
 		return err
 	}
+	shm := mapShared(jf) // nil where the parent cannot map it: no rings
+	if shm != nil {
+		offerRings(shm)
+	}
 	cmd := exec.Command(p.exe)
 	cmd.Args = []string{os.Args[0]}
 	cmd.Env = append(p.env[:len(p.env):len(p.env)], envWorker+"="+strconv.Itoa(s.id))
@@ -176,9 +183,12 @@ func (w *proc) spawn() error {
 		reqW.Close()
 		repR.Close()
 		jf.Close()
+		if shm != nil {
+			unmapShared(shm)
+		}
 		return fmt.Errorf("procpool: start worker: %w", err)
 	}
-	w.cmd, w.pid, w.reqW, w.repR, w.journal = cmd, cmd.Process.Pid, reqW, repR, jf
+	w.cmd, w.pid, w.reqW, w.repR, w.journal, w.shm = cmd, cmd.Process.Pid, reqW, repR, jf, shm
 	return nil
 }
 

@@ -44,14 +44,15 @@ func sysProcAttr() *syscall.SysProcAttr {
 }
 
 // newJournal creates a worker's reply journal: a memfd of journalSize
-// bytes, close-on-exec in the parent.
+// bytes and the rings after it (shmSize in all), close-on-exec in the
+// parent.
 func newJournal() (*os.File, error) {
 	fd, err := unix.MemfdCreate("procpool-journal", unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("procpool: journal: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "procpool-journal")
-	if err := f.Truncate(journalSize); err != nil {
+	if err := f.Truncate(shmSize); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("procpool: journal: %w", err)
 	}
@@ -98,3 +99,15 @@ func sysWrite(fd uintptr, p []byte) (int, error) {
 	}
 	return int(n), nil
 }
+
+// mapShared maps a worker's journal file, with its rings, in the parent
+// (see ring); nil if it cannot.
+func mapShared(f *os.File) []byte {
+	mem, err := unix.Mmap(int(f.Fd()), 0, shmSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil
+	}
+	return mem
+}
+
+func unmapShared(mem []byte) { unix.Munmap(mem) }

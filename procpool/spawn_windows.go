@@ -29,3 +29,7 @@ func killGroup(int) bool { return false }
 func sysRead(uintptr, []byte) (int, error) { return 0, errNoWorkers }
 
 func sysWrite(uintptr, []byte) (int, error) { return 0, errNoWorkers }
+
+func mapShared(*os.File) []byte { return nil }
+
+func unmapShared([]byte) {}

@@ -84,6 +84,7 @@ func corrupt(format string, args ...any) error {
 
 // frameReader reads frames from r, refusing bodies longer than limit.
 type frameReader struct {
+	src   io.Reader // what r reads
 	r     *bufio.Reader
 	limit int
 	buf   []byte
@@ -91,7 +92,7 @@ type frameReader struct {
 }
 
 func newFrameReader(r io.Reader, limit int) *frameReader {
-	return &frameReader{r: bufio.NewReaderSize(r, 64<<10), limit: limit}
+	return &frameReader{src: r, r: bufio.NewReaderSize(r, 64<<10), limit: limit}
 }
 
 // complete reports whether a whole frame is already buffered, so reading it
