@@ -9,7 +9,7 @@ func TestRingsOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	w := p.slots[0].cur.Load()
+	w := p.slotList()[0].cur.Load()
 	if w == nil || !ringsOn(w.shm) {
 		t.Fatal("worker did not acknowledge the rings")
 	}
