@@ -84,9 +84,9 @@
 // which request that was: a worker runs its requests in order, and before
 // it starts one it has either written the replies to the earlier ones to
 // its pipe (its reply ring on Linux, see Wire) or recorded them in its
-// journal, memory it shares with the
-// parent (a memfd on Linux), which the parent reads after the death
-// without costing the worker a system call per task. So the running
+// journal, memory it shares with the parent (a memfd on Linux), which
+// the parent reads after the death without costing the worker a system
+// call per task. So the running
 // request is the oldest one without a reply; the requests queued behind it
 // on that worker never started and are sent to another worker (or to the
 // new one) without counting as a retry. The oldest request counts as
