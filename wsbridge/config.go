@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 )
 
@@ -36,6 +37,21 @@ type Config struct {
 	// Quota for its zero values); anonymous connections from one remote
 	// address (IPv4 address or IPv6 /64) share one Quota.
 	Quota Quota
+	// TrustedProxies lists the addresses of the reverse proxies in front
+	// of the server: for a proxy on the same machine, 127.0.0.1/32 and
+	// ::1/128. A connection from one of them counts, for the anonymous
+	// quota and in logs, as coming from the client address the proxy
+	// reports in X-Forwarded-For: the rightmost address there that is not
+	// itself a trusted proxy (a client can put addresses of its choosing
+	// in the header, but they land left of the one its proxy appends). A
+	// connection from a trusted proxy without a usable X-Forwarded-For
+	// counts as the proxy's. Nil means the header is ignored and every
+	// connection counts as the address it arrives from, so that behind a
+	// proxy all anonymous clients share the proxy's one quota. Trust only
+	// proxies that append to X-Forwarded-For (Caddy does by default; nginx
+	// with proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for);
+	// a prefix that is not valid makes New panic.
+	TrustedProxies []netip.Prefix
 	// QuotaFor, if set, returns the quota of an authenticated principal
 	// (it is not called for anonymous ones, which get Quota). It is called
 	// when the principal's first connection opens and applies to all its

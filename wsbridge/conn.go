@@ -31,6 +31,7 @@ type conn struct {
 	rd     msgReader
 	out    sender
 	id     uint64    // unique in s, for the log
+	remote string    // the client's address (see Config.TrustedProxies)
 	p      Principal // who the connection acts for
 	g      *group    // the quota it counts against
 	budget sendBudget
@@ -47,8 +48,8 @@ type conn struct {
 	watching map[string]struct{} // each holds one of g's watches
 }
 
-func newConn(s *Server, nc net.Conn, br *bufio.Reader, p Principal, g *group) *conn {
-	c := &conn{s: s, nc: nc, id: s.nextConn.Add(1), p: p, g: g}
+func newConn(s *Server, nc net.Conn, br *bufio.Reader, p Principal, g *group, remote string) *conn {
+	c := &conn{s: s, nc: nc, id: s.nextConn.Add(1), p: p, g: g, remote: remote}
 	c.rd = msgReader{r: br, state: ws.StateServerSide, max: s.cfg.MaxMessageSize, owner: c}
 	c.budget = sendBudget{g: g, pushLimit: int64(s.cfg.SendQueueBytes)}
 	c.out.init(nc, false, s.cfg.WriteTimeout, math.MaxInt, &s.wg, c)
@@ -199,7 +200,7 @@ func (c *conn) sendFrame(op ws.OpCode, data []byte) bool {
 		queued := c.out.pushedBytes()
 		if c.closeWith(errSlow, true) {
 			c.s.st.slow.Add(1)
-			c.s.reportError(fmt.Errorf("%w: %s: %d bytes queued", ErrSlowConsumer, c.nc.RemoteAddr(), queued))
+			c.s.reportError(fmt.Errorf("%w: %s: %d bytes queued", ErrSlowConsumer, c.remote, queued))
 			if c.s.logs(slog.LevelWarn) {
 				c.s.log(slog.LevelWarn, "wsbridge: slow consumer dropped",
 					c.connAttrs(slog.Int("code", int(CloseSlowConsumer)), slog.Int64("queued", queued))...)
@@ -267,7 +268,7 @@ func (c *conn) writeFailed(err error) {
 		c.s.st.timeouts.Add(1)
 	}
 	if !errors.Is(err, net.ErrClosed) {
-		c.s.reportError(fmt.Errorf("wsbridge: write to %s: %w", c.nc.RemoteAddr(), err))
+		c.s.reportError(fmt.Errorf("wsbridge: write to %s: %w", c.remote, err))
 		if c.s.logs(slog.LevelWarn) {
 			c.s.log(slog.LevelWarn, "wsbridge: write failed", c.connAttrs(slog.Any("err", err))...)
 		}

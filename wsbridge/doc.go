@@ -60,7 +60,9 @@
 //
 // Config.Quota bounds what one principal holds and does at once; anonymous
 // connections from one address share one quota, so that more sockets buy
-// no more room. The job limits (active jobs, delayed jobs, the latest
+// no more room. Behind a reverse proxy every connection comes from the
+// proxy's address: Config.TrustedProxies names the proxies whose
+// X-Forwarded-For tells the client's (TestTrustedProxyQuotas). The job limits (active jobs, delayed jobs, the latest
 // run_at, payload bytes) are checked by the queue against all the
 // principal's jobs, and for anonymous connections also by the server
 // against the jobs their address submitted through it; a submit over one

@@ -24,7 +24,7 @@ func (s *Server) log(level slog.Level, msg string, attrs ...slog.Attr) {
 func (c *conn) connAttrs(extra ...slog.Attr) []slog.Attr {
 	return append([]slog.Attr{
 		slog.Uint64("conn", c.id),
-		slog.String("remote", c.nc.RemoteAddr().String()),
+		slog.String("remote", c.remote),
 		slog.String("principal", c.p.Name),
 	}, extra...)
 }

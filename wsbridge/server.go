@@ -95,6 +95,7 @@ func New(q *jobqueue.Queue, cfg Config) *Server {
 	if q == nil {
 		panic("wsbridge: New with a nil queue")
 	}
+	checkTrustedProxies(cfg.TrustedProxies)
 	cfg = cfg.withDefaults()
 	s := &Server{
 		q:        q,
@@ -200,8 +201,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		br = bufio.NewReaderSize(nc, s.cfg.ReadBufferSize)
 	}
-	g := s.joinGroup(p, r.RemoteAddr)
-	c := newConn(s, nc, br, p, g)
+	remote := clientAddr(r, s.cfg.TrustedProxies)
+	g := s.joinGroup(p, remote)
+	c := newConn(s, nc, br, p, g, remote)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -255,7 +257,7 @@ func (s *Server) welcome(c *conn) []byte {
 // logRefused logs an upgrade refused with HTTP status.
 func (s *Server) logRefused(r *http.Request, status int, err error) {
 	if s.logs(slog.LevelWarn) {
-		s.log(slog.LevelWarn, "wsbridge: handshake refused", slog.String("remote", r.RemoteAddr),
+		s.log(slog.LevelWarn, "wsbridge: handshake refused", slog.String("remote", clientAddr(r, s.cfg.TrustedProxies)),
 			slog.Int("status", status), slog.Any("err", err))
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -59,6 +60,7 @@ type config struct {
 	tlsKey    string          // server: its private key file (PEM)
 	tls       bool            // client: dial wss://
 	ca        string          // client: trust this certificate file (PEM) for wss://; implies tls
+	proxies   []netip.Prefix  // server: reverse proxies whose X-Forwarded-For counts (wsbridge.Config.TrustedProxies)
 }
 
 // command is what the command line asks for.
@@ -86,8 +88,9 @@ func parseArgs(args []string, stderr io.Writer) (command, error) {
 	tlsKey := fs.String("tls-key", "", "server: private key `file` (PEM) of -tls-cert")
 	useTLS := fs.Bool("tls", false, "client: connect with wss:// (the system's trusted roots, or -ca)")
 	ca := fs.String("ca", "", "client: trust the certificate in `file` (PEM) for wss://, e.g. the server's self-signed one; implies -tls")
+	proxies := fs.String("trusted-proxies", "", "server: comma-separated `prefixes` of reverse proxies in front (127.0.0.1/32,::1/128 for one on this machine): anonymous clients then get a quota per address from X-Forwarded-For instead of sharing the proxy's")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: wsserver [-addr host:port] [-hosts names] [-workers n] [-tls-cert file -tls-key file] [-quick] [-v]\n       wsserver client [-addr host:port] [-tls] [-ca file] [-v]\n")
+		fmt.Fprintf(fs.Output(), "usage: wsserver [-addr host:port] [-hosts names] [-workers n] [-tls-cert file -tls-key file] [-trusted-proxies prefixes] [-quick] [-v]\n       wsserver client [-addr host:port] [-tls] [-ca file] [-v]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -106,6 +109,16 @@ func parseArgs(args []string, stderr io.Writer) (command, error) {
 		tlsCert: *tlsCert, tlsKey: *tlsKey, tls: *useTLS || *ca != "", ca: *ca}
 	if *hosts != "" {
 		cmd.cfg.hosts = strings.Split(*hosts, ",")
+	}
+	if *proxies != "" {
+		for _, f := range strings.Split(*proxies, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(f))
+			if err != nil {
+				fmt.Fprintf(stderr, "wsserver: -trusted-proxies: %v (want prefixes such as 127.0.0.1/32)\n", err)
+				return cmd, errUsage
+			}
+			cmd.cfg.proxies = append(cmd.cfg.proxies, p)
+		}
 	}
 	if *verbose {
 		cmd.cfg.logger = debugLogger(stderr)
@@ -225,12 +238,13 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 		Authenticate: wsbridge.OptionalTokenAuth(map[string]wsbridge.Principal{
 			cfg.operator: {Name: "operator", Operator: true},
 		}),
-		Hosts:         cfg.hosts,
-		Fallback:      wsbridge.Dashboard(),
-		StatsInterval: cfg.statsTick,
-		SystemStats:   monitor.DashboardStats(sampler),
-		OnError:       func(err error) { fmt.Fprintln(os.Stderr, "wsserver:", err) },
-		Logger:        cfg.logger,
+		Hosts:          cfg.hosts,
+		TrustedProxies: cfg.proxies,
+		Fallback:       wsbridge.Dashboard(),
+		StatsInterval:  cfg.statsTick,
+		SystemStats:    monitor.DashboardStats(sampler),
+		OnError:        func(err error) { fmt.Fprintln(os.Stderr, "wsserver:", err) },
+		Logger:         cfg.logger,
 	})
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {

@@ -151,6 +151,13 @@ func TestFlags(t *testing.T) {
 	if _, err := parseArgs([]string{"extra"}, io.Discard); err == nil {
 		t.Error("an unexpected argument was accepted")
 	}
+	cmd, err = parseArgs([]string{"-trusted-proxies", "127.0.0.1/32, ::1/128"}, io.Discard)
+	if err != nil || len(cmd.cfg.proxies) != 2 || cmd.cfg.proxies[1].String() != "::1/128" {
+		t.Errorf("-trusted-proxies: %v, %v", cmd.cfg.proxies, err)
+	}
+	if _, err := parseArgs([]string{"-trusted-proxies", "127.0.0.1"}, io.Discard); err == nil {
+		t.Error("-trusted-proxies with an address, not a prefix, was accepted")
+	}
 }
 
 // TestVerbose runs a job on a server whose queue and bridge log at debug
