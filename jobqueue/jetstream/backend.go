@@ -207,7 +207,7 @@ func (b *Backend) provision(ctx context.Context) error {
 	direct := r == 1
 	st := &store{n: b.n, nc: b.nc, js: b.js}
 	var err error
-	st.jobs, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st.jobs, err = b.createStream(ctx, jetstream.StreamConfig{
 		Name:        b.n.jobs,
 		Description: "corework jobs ready or leased, one subject per priority level and job",
 		Subjects:    []string{b.n.prefix + ".q.*.*"},
@@ -222,7 +222,7 @@ func (b *Backend) provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st.sched, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st.sched, err = b.createStream(ctx, jetstream.StreamConfig{
 		Name:        b.n.sched,
 		Description: "corework delayed jobs waiting for their RunAt",
 		Subjects:    []string{b.n.prefix + ".s.*"},
@@ -262,7 +262,7 @@ func (b *Backend) provision(ctx context.Context) error {
 	if b.cfg.MaxBytes > 0 {
 		doneBytes = b.cfg.MaxBytes + doneEnvelope
 	}
-	st.done, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st.done, err = b.createStream(ctx, jetstream.StreamConfig{
 		Name:              b.n.done,
 		Description:       "corework finished jobs kept for Get, List and Wait",
 		Subjects:          []string{b.n.prefix + ".done.*"},
@@ -279,7 +279,7 @@ func (b *Backend) provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st.dead, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st.dead, err = b.createStream(ctx, jetstream.StreamConfig{
 		Name:        b.n.dead,
 		Description: "corework dead letters: jobs that failed for good",
 		Subjects:    []string{b.n.prefix + ".dead.*"},
@@ -298,7 +298,7 @@ func (b *Backend) provision(ctx context.Context) error {
 	// than by CreateKeyValue: per-message TTLs on, but no marker left when
 	// one expires (the bucket's only deletions are expiries and purges of
 	// keys nobody watches), which saves two writes per finished job.
-	st.kvs, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st.kvs, err = b.createStream(ctx, jetstream.StreamConfig{
 		Name:              b.n.kvStream(),
 		Description:       "corework state of leased jobs and unique keys (KV bucket " + b.n.bucket + ")",
 		Subjects:          []string{"$KV." + b.n.bucket + ".>"},
@@ -319,11 +319,14 @@ func (b *Backend) provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err = b.js.KeyValue(ctx, b.n.bucket); err != nil {
+	if err = retrying(ctx, b.attemptTimeout(), func(ctx context.Context) error {
+		_, err := b.js.KeyValue(ctx, b.n.bucket)
+		return err
+	}); err != nil {
 		return err
 	}
 	for p := range st.levels {
-		st.levels[p], err = st.jobs.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		st.levels[p], err = b.createConsumer(ctx, st.jobs, jetstream.ConsumerConfig{
 			Durable:       levelConsumer(p),
 			Description:   fmt.Sprintf("corework workers, priority level %d", p),
 			FilterSubject: b.n.levelFilter(p),
@@ -337,7 +340,7 @@ func (b *Backend) provision(ctx context.Context) error {
 			return err
 		}
 	}
-	b.schedC, err = st.sched.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	b.schedC, err = b.createConsumer(ctx, st.sched, jetstream.ConsumerConfig{
 		Durable:       "scheduler",
 		Description:   "corework scheduler releasing delayed jobs",
 		AckPolicy:     jetstream.AckExplicitPolicy,
