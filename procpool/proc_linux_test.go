@@ -256,6 +256,26 @@ func TestPinned(t *testing.T) {
 	}
 }
 
+// TestResizePinned: workers added by Resize are pinned like New's, worker i
+// to the (i mod n)-th allowed CPU.
+func TestResizePinned(t *testing.T) {
+	allowed, err := affinity.Allowed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPool(t, procpool.WithWorkers(1), procpool.WithPinnedWorkers())
+	if err := p.Resize(len(allowed) + 1); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range p.Stats().PerWorker {
+		want := allowed[i%len(allowed)]
+		got, err := affinity.ProcessAllowed(w.PID)
+		if w.PinnedCPU != want || err != nil || !reflect.DeepEqual(got, affinity.CPUSet{want}) {
+			t.Errorf("worker %d (pid %d): PinnedCPU %d, allowed %v (%v); want CPU %d", i, w.PID, w.PinnedCPU, got, err, want)
+		}
+	}
+}
+
 // TestKilledDuringMap: a worker killed with SIGKILL in the middle of a run
 // fails only its own requests; with WithRetry they are sent again and all
 // complete.
