@@ -19,6 +19,7 @@ const allLevels = 1<<jobqueue.NumPriorities - 1
 type fetchReq struct {
 	max    int
 	poll   bool
+	after  uint64 // a poll is answered by a round numbered after this one
 	msgs   []jetstream.Msg
 	served bool
 	done   chan struct{}
@@ -38,11 +39,13 @@ type dispatcher struct {
 	wakes   wakeHeap // retry delays coming due, for the levels they return to
 	kick    chan struct{}
 	bells   atomic.Uint32
-	stopped bool // the loop has exited; guarded by mu
+	stopped bool   // the loop has exited; guarded by mu
+	round   uint64 // rounds of pulls begun; guarded by mu
 
-	maybe uint16 // levels that may hold ready jobs; loop only
-	heads [jobqueue.NumPriorities]time.Time
-	aged  time.Time // last aging evaluation
+	maybe     uint16    // levels that may hold ready jobs; loop only
+	heldSince time.Time // since when behind has held polls back; loop only
+	heads     [jobqueue.NumPriorities]time.Time
+	aged      time.Time // last aging evaluation
 }
 
 func (d *dispatcher) init(b *Backend) {
@@ -84,6 +87,7 @@ func (d *dispatcher) wakeAt(p jobqueue.Priority, t time.Time) {
 func (d *dispatcher) request(max int, poll bool) *fetchReq {
 	r := &fetchReq{max: max, poll: poll, done: make(chan struct{})}
 	d.mu.Lock()
+	r.after = d.round
 	if d.stopped {
 		r.served = true
 		close(r.done)
@@ -100,10 +104,11 @@ func (d *dispatcher) request(max int, poll bool) *fetchReq {
 }
 
 // toPoll turns a waiting request into a poll: it is answered after the
-// next round of pulls, with or without jobs.
+// next round of pulls, with or without jobs. A round already under way
+// may not look at every level, so it is not the one that answers.
 func (d *dispatcher) toPoll(r *fetchReq) {
 	d.mu.Lock()
-	r.poll = true
+	r.poll, r.after = true, d.round
 	d.mu.Unlock()
 	d.poke()
 }
@@ -122,6 +127,7 @@ func (d *dispatcher) loop() {
 		d.maybe |= uint16(d.bells.Swap(0))
 		now := time.Now()
 		d.mu.Lock()
+		d.round++
 		demand, polls := 0, false
 		for _, r := range d.reqs {
 			demand += r.max
@@ -148,6 +154,17 @@ func (d *dispatcher) loop() {
 		if demand > 0 {
 			msgs := d.sweep(min(demand, d.b.o.batch))
 			got = len(msgs)
+			if got == 0 && polls && d.behind() {
+				// A level's consumer has not counted its newest jobs yet:
+				// "nothing left" would be wrong. Pull again shortly.
+				select {
+				case <-time.After(20 * time.Millisecond):
+				case <-d.b.closing:
+					return
+				}
+				continue
+			}
+			d.heldSince = time.Time{}
 			d.distribute(msgs)
 		}
 		if got > 0 {
@@ -167,6 +184,47 @@ func (d *dispatcher) loop() {
 	}
 }
 
+// maxHold bounds how long behind may hold polls back: a consumer that
+// still lags after that is answered as empty (a drain then leaves the jobs
+// in the stream, where the next process finds them).
+const maxHold = 5 * time.Second
+
+// behind reports whether a level's newest job in the stream lies past what
+// its consumer has delivered. A no-wait pull answers from the consumer's
+// count of pending messages, which the server raises asynchronously after
+// it stores a message: on a busy server it can say "no messages" for jobs
+// already stored (a Shutdown draining right after Start then ran none of
+// them). The stream's last sequence per level and the consumer's delivered
+// sequence are exact. It says false when it cannot tell, and after polls
+// were held back for maxHold.
+func (d *dispatcher) behind() bool {
+	now := time.Now()
+	if d.heldSince.IsZero() {
+		d.heldSince = now
+	} else if now.Sub(d.heldSince) > maxHold {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.b.o.timeout)
+	defer cancel()
+	for p := range d.b.st.levels {
+		m, err := d.b.st.jobs.GetLastMsgForSubject(ctx, d.b.n.levelFilter(p))
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return false
+		}
+		ci, err := d.b.st.levels[p].Info(ctx)
+		if err != nil {
+			return false
+		}
+		if m.Sequence > ci.Delivered.Stream {
+			return true
+		}
+	}
+	return false
+}
+
 // distribute hands msgs to the waiting requests in arrival order, answers
 // the polls, and gives back what no one waits for any more.
 func (d *dispatcher) distribute(msgs []jetstream.Msg) {
@@ -179,7 +237,7 @@ func (d *dispatcher) distribute(msgs []jetstream.Msg) {
 			r.msgs = msgs[i : i+n : i+n]
 			i += n
 		}
-		if len(r.msgs) > 0 || r.poll {
+		if len(r.msgs) > 0 || (r.poll && r.after < d.round) {
 			r.served = true
 			close(r.done)
 			continue
@@ -358,7 +416,9 @@ func (b *Backend) Fetch(ctx context.Context, dst []jobqueue.Lease, max int) ([]j
 		if len(dst) > n0 {
 			return dst, nil
 		}
-		if err := ctx.Err(); err != nil && (poll || len(r.msgs) == 0) {
+		// A poll whose jobs all turned out not to run (canceled, say)
+		// polls again: more may wait behind them.
+		if err := ctx.Err(); err != nil && len(r.msgs) == 0 {
 			return dst, err
 		}
 	}

@@ -26,13 +26,19 @@ func TestFreshID(t *testing.T) {
 	defer q.Shutdown(context.Background())
 	made := time.Now()
 	id := q.NewID()
+	// The ID's own time, not made: on a loaded machine NewID may run
+	// milliseconds after made (made + 5 ms was once before the ID).
+	idAt, ok := jobqueue.IDTime(id)
+	if !ok {
+		t.Fatalf("IDTime(%q) failed", id)
+	}
 	for _, tc := range []struct {
 		id        string
 		submitted time.Time
 		want      bool
 	}{
-		{id, made.Add(-time.Millisecond), true},                                      // made by Submit for this job
-		{id, made.Add(5 * time.Millisecond), false},                                  // from NewID, submitted later: maybe a repeat
+		{id, idAt.Add(-time.Millisecond), true},                                      // made by Submit for this job
+		{id, idAt.Add(5 * time.Millisecond), false},                                  // from NewID, submitted later: maybe a repeat
 		{id, made.Add(10 * time.Minute), false},                                      // a retry long after
 		{strings.ToUpper(id), made, false},                                           // not the Queue's alphabet
 		{id[:20], made, false},                                                       // the old 20-character form

@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/corework/corework/jobqueue"
 )
 
 // TestRetryingLostReply: a provisioning request whose reply never comes
@@ -62,5 +64,82 @@ func TestTransient(t *testing.T) {
 		if got := transient(c.err); got != c.want {
 			t.Errorf("transient(%v) = %v, want %v", c.err, got, c.want)
 		}
+	}
+}
+
+// TestBehind: behind says a level holds jobs its consumer has not
+// delivered, from the stream's sequences rather than the consumer's
+// pending count, and stops saying it once they are fetched.
+func TestBehind(t *testing.T) {
+	srv, err := NewServer(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	b, err := srv.Backend(WithName("behind"), WithAckWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := jobqueue.New(jobqueue.Config{Backend: b, NoWorkers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if b.disp.behind() {
+		t.Fatal("an empty queue is behind")
+	}
+	for _, p := range []jobqueue.Priority{jobqueue.Low, jobqueue.Critical} {
+		if _, err := q.Submit(ctx, jobqueue.JobRequest{Type: "x", Priority: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.disp.heldSince = time.Time{}
+	if !b.disp.behind() {
+		t.Fatal("two stored jobs, none delivered: not behind")
+	}
+	var leases []jobqueue.Lease
+	for len(leases) < 2 && ctx.Err() == nil {
+		fctx, fcancel := context.WithTimeout(ctx, time.Second)
+		leases, _ = b.Fetch(fctx, leases, 2)
+		fcancel()
+	}
+	b.disp.heldSince = time.Time{}
+	if len(leases) != 2 || b.disp.behind() {
+		t.Fatalf("after fetching %d jobs: behind %v", len(leases), b.disp.behind())
+	}
+	// It holds polls back for maxHold at most.
+	b.disp.heldSince = time.Now().Add(-maxHold - time.Second)
+	if _, err := q.Submit(ctx, jobqueue.JobRequest{Type: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if b.disp.behind() {
+		t.Error("behind past maxHold")
+	}
+}
+
+// TestPollAnsweredByALaterRound: a request that becomes a poll while a
+// round of pulls is under way (which may not have looked at every level)
+// is answered by the next round, not by that one.
+func TestPollAnsweredByALaterRound(t *testing.T) {
+	d := &dispatcher{}
+	d.init(nil)
+	d.round = 7
+	r := &fetchReq{max: 1, done: make(chan struct{})}
+	d.reqs = []*fetchReq{r}
+	d.toPoll(r) // during round 7
+	d.distribute(nil)
+	select {
+	case <-r.done:
+		t.Fatal("answered by the round under way when it became a poll")
+	default:
+	}
+	d.round++ // the next round begins, and sees the poll
+	d.distribute(nil)
+	select {
+	case <-r.done:
+	default:
+		t.Fatal("not answered by the round after")
 	}
 }
