@@ -18,14 +18,17 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestQuick(t *testing.T) {
 	var out bytes.Buffer
-	cfg := config{ioTasks: 3, ioDelay: 30 * time.Millisecond, cpuTasks: 4, fibN: 18}
+	// Waits long enough that a loaded machine's timer and scheduling
+	// delays (tens of milliseconds) cannot make the overlap vanish: with
+	// 30 ms waits, concurrent once took 104 ms against sequential 93 ms.
+	cfg := config{ioTasks: 3, ioDelay: 100 * time.Millisecond, cpuTasks: 4, fibN: 18}
 	r, err := run(context.Background(), &out, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Three 30ms waits one after another take 90ms or more; run on a pool
-	// they overlap.
-	if r.ioSequential < 90*time.Millisecond || r.ioConcurrent >= r.ioSequential {
+	// Three 100ms waits one after another take 300ms or more; run on a
+	// pool they overlap.
+	if r.ioSequential < 300*time.Millisecond || r.ioConcurrent >= r.ioSequential {
 		t.Errorf("I/O: sequential %v, concurrent %v", r.ioSequential, r.ioConcurrent)
 	}
 	if r.cpuSequential <= 0 || r.cpuPool <= 0 || r.cpuOneCore <= 0 {
