@@ -463,8 +463,17 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
+// claimSlack is how close two jobs' starts on different worker processes
+// may be and still count as one moment: a start is stamped when the
+// process has claimed the job (a write to the state bucket, a round trip of
+// a few milliseconds on a busy machine), so two processes claiming at once
+// stamp their jobs in either order whatever their priorities.
+const claimSlack = 10 * time.Millisecond
+
 // reportPriority prints the order the jobs started in, per priority, and
-// counts the pairs where a lower job started before a higher one.
+// counts the pairs where a lower job started before a higher one: on the
+// same worker process, at any distance; on two processes, by more than
+// claimSlack (closer pairs are counted apart, as concurrent claims).
 func reportPriority(out io.Writer, infos []jobqueue.JobInfo) {
 	byStart := slices.Clone(infos)
 	slices.SortStableFunc(byStart, func(a, b jobqueue.JobInfo) int { return a.StartedAt.Compare(b.StartedAt) })
@@ -472,15 +481,22 @@ func reportPriority(out io.Writer, infos []jobqueue.JobInfo) {
 	for i, info := range byStart {
 		ranks[info.Priority] = append(ranks[info.Priority], i+1)
 	}
-	inversions, pairs := 0, 0
+	inversions, pairs, concurrent := 0, 0, 0
 	for i := range byStart {
 		for j := i + 1; j < len(byStart); j++ {
-			if byStart[i].Priority != byStart[j].Priority {
-				pairs++
-				if byStart[i].Priority < byStart[j].Priority {
-					inversions++
-				}
+			a, b := byStart[i], byStart[j]
+			if a.Priority == b.Priority {
+				continue
 			}
+			pairs++
+			if a.Priority > b.Priority {
+				continue
+			}
+			if a.Worker != b.Worker && b.StartedAt.Sub(a.StartedAt) <= claimSlack {
+				concurrent++
+				continue
+			}
+			inversions++
 		}
 	}
 	var prios []jobqueue.Priority
@@ -496,7 +512,11 @@ func reportPriority(out io.Writer, infos []jobqueue.JobInfo) {
 	}
 	fmt.Fprintln(out)
 	if inversions == 0 {
-		fmt.Fprintf(out, "demo: priority honoured: no lower-priority job started before a higher one (%d pairs checked)\n", pairs)
+		fmt.Fprintf(out, "demo: priority honoured: no lower-priority job started before a higher one (%d pairs checked", pairs)
+		if concurrent > 0 {
+			fmt.Fprintf(out, "; %d on two processes started within %v of each other, claimed at once", concurrent, claimSlack)
+		}
+		fmt.Fprintln(out, ")")
 	} else {
 		fmt.Fprintf(out, "demo: priority inverted in %d of %d pairs (a lower-priority job started first)\n", inversions, pairs)
 	}
