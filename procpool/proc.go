@@ -170,12 +170,7 @@ func (w *proc) useRings() {
 // parentSpin when the oldest request in flight is expected to take at most
 // spinTaskMax of handler time, else nothing.
 func (w *proc) replySpin() time.Duration {
-	w.mu.Lock()
-	var r *request
-	if w.head < len(w.fifo) {
-		r = w.fifo[w.head]
-	}
-	w.mu.Unlock()
+	r := w.oldest()
 	if r == nil {
 		return 0
 	}
@@ -183,6 +178,17 @@ func (w *proc) replySpin() time.Duration {
 		return 0
 	}
 	return parentSpin
+}
+
+// oldest returns the oldest request in flight, the one the worker runs or
+// answers next, or nil.
+func (w *proc) oldest() *request {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.head < len(w.fifo) {
+		return w.fifo[w.head]
+	}
+	return nil
 }
 
 func (w *proc) wakeReader() {

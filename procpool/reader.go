@@ -104,12 +104,7 @@ func (w *proc) settleFrame(body []byte, reset, live bool) error {
 	if reset {
 		w.dec = gob.NewDecoder(&w.src)
 	}
-	w.mu.Lock()
-	var r *request
-	if w.head < len(w.fifo) {
-		r = w.fifo[w.head]
-	}
-	w.mu.Unlock()
+	r := w.oldest()
 	if r == nil {
 		id, _ := replyID(body)
 		return corrupt("reply %d with no request in flight", id)
