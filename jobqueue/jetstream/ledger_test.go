@@ -10,20 +10,7 @@ import (
 )
 
 func TestFreshID(t *testing.T) {
-	srv, err := NewServer(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	be, err := srv.Backend(WithName("fresh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := jobqueue.New(jobqueue.Config{Backend: be, NoWorkers: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Shutdown(context.Background())
+	_, q := submitOnlyQueue(t, WithName("fresh"))
 	made := time.Now()
 	id := q.NewID()
 	// The ID's own time, not made: on a loaded machine NewID may run

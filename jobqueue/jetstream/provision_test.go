@@ -71,20 +71,7 @@ func TestTransient(t *testing.T) {
 // delivered, from the stream's sequences rather than the consumer's
 // pending count, and stops saying it once they are fetched.
 func TestBehind(t *testing.T) {
-	srv, err := NewServer(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	b, err := srv.Backend(WithName("behind"), WithAckWait(time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := jobqueue.New(jobqueue.Config{Backend: b, NoWorkers: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Shutdown(context.Background())
+	b, q := submitOnlyQueue(t, WithName("behind"), WithAckWait(time.Second))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if b.disp.behind() {
@@ -142,4 +129,25 @@ func TestPollAnsweredByALaterRound(t *testing.T) {
 	default:
 		t.Fatal("not answered by the round after")
 	}
+}
+
+// submitOnlyQueue starts an embedded server and a Queue without workers on
+// it (a backend with opts), both stopped when the test ends.
+func submitOnlyQueue(t *testing.T, opts ...Option) (*Backend, *jobqueue.Queue) {
+	t.Helper()
+	srv, err := NewServer(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	b, err := srv.Backend(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := jobqueue.New(jobqueue.Config{Backend: b, NoWorkers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Shutdown(context.Background()) })
+	return b, q
 }
