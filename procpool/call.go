@@ -23,9 +23,10 @@ import (
 // ErrEncode or ErrFrameTooLarge and is never sent. On an idle pool the
 // caller's goroutine writes the request and reads the reply itself: the
 // cost is one round trip, through the shared-memory rings on Linux (see
-// Wire), 7 to 18 microseconds for a tiny task on a 2-core virtual machine
-// with little else running (BenchmarkCall; 25 to 35 through pipes), and
-// more when the CPUs are contended and neither side can spin.
+// Wire), 6 to 14 microseconds for a tiny task on a 2-core virtual machine
+// with little else running (BenchmarkCall, median 12; 24 to 34 through
+// pipes in the same window), and more when the CPUs are contended and
+// neither side can spin.
 func (t *Task[In, Out]) Call(ctx context.Context, p *Pool, in In) (Out, error) {
 	var zero Out
 	if err := ctx.Err(); err != nil {

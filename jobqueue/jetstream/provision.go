@@ -10,9 +10,9 @@ import (
 )
 
 // Provisioning requests (creating or updating streams, the bucket and the
-// consumers) are idempotent, and a cluster that is electing a leader, or
-// too busy to hold one, may drop such a request without any reply: it
-// would then wait for the whole of Open's deadline. Each is sent in
+// consumers) are idempotent. On a busy three-node cluster one of them was
+// seen to get no reply at all (TestClusterSubcommands, under load), and
+// it then waited for the whole of Open's deadline. Each is sent in
 // attempts of a few seconds instead, and sent again after one that got no
 // answer or a "temporarily unavailable", until Open's deadline.
 
