@@ -18,9 +18,15 @@ type spinner struct {
 }
 
 const (
-	spinBusy  = 2 * time.Microsecond  // before the first yield
-	spinProbe = 4 * time.Microsecond  // the shortest spin
-	spinLost  = 20 * time.Microsecond // off the CPU that long: it is contended
+	spinBusy  = 2 * time.Microsecond // before the first yield
+	spinProbe = 4 * time.Microsecond // the shortest spin
+	// spinLost: off the CPU that long, it is contended. A contended CPU
+	// takes a scheduler slice away, a millisecond or more; interrupts and
+	// a virtual machine's host take tens of microseconds now and then
+	// with nothing else of ours waiting, and a spinner that gave up on
+	// those fell back to sleeping for 64 waits (a round trip of 25 us
+	// instead of 3 on a 2-core VM).
+	spinLost = 200 * time.Microsecond
 )
 
 // wait spins until c passes n, for at most the current budget (limit when
