@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/corework/corework/internal/cputime"
 	"github.com/corework/corework/pool"
@@ -44,9 +45,8 @@ const (
 )
 
 // perOp remembers the time per operation of every run, by variant and
-// worker count, so that later runs report figures against runs of the same
-// benchmark invocation: the speedup over one worker of the same variant,
-// and processes against goroutines at the same worker count.
+// worker count, so that later runs report their speedup over the one-worker
+// run of the same variant in the same benchmark invocation.
 var perOp sync.Map // scalingKey -> float64 ns/op
 
 type scalingKey struct {
@@ -57,21 +57,19 @@ type scalingKey struct {
 // BenchmarkScaling runs the same batch of fib jobs through a goroutine pool
 // and through a process pool of 1 to GOMAXPROCS workers. It reports jobs/s,
 // the speedup of each over its own one-worker run, and, for processes,
-// "proc/goroutine": their jobs/s as a fraction of the goroutine pool's at
-// the same worker count, measured earlier in the same run (1 means
-// processes cost nothing extra; below 1 is the price of isolation).
+// "proc/goroutine": their jobs/s as a fraction of a goroutine pool's at the
+// same worker count (1 means processes cost nothing extra; below 1 is the
+// price of isolation). That ratio is paired: each process batch is timed
+// right after a goroutine batch on a pool of its own, so that both see the
+// same machine; on a shared virtual machine the speed drifts by more than
+// the difference measured, and a ratio of runs seconds apart measures the
+// drift.
 func BenchmarkScaling(b *testing.B) {
 	for w := 1; w <= runtime.GOMAXPROCS(0); w++ {
 		b.Run(fmt.Sprintf("pool/workers=%d", w), func(b *testing.B) {
 			p := pool.New(w)
 			defer p.Close()
-			batch := func() {
-				for j := 0; j < scalingBatch; j++ {
-					p.Go(func() { sink.Add(int64(fib(scalingFibN))) })
-				}
-				p.Wait()
-			}
-			reportScaling(b, "pool", w, batch)
+			reportScaling(b, "pool", w, goroutineBatch(p))
 		})
 	}
 	jobs := make([]int, scalingBatch)
@@ -88,23 +86,27 @@ func BenchmarkScaling(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer p.Close()
+			g := pool.New(w)
+			defer g.Close()
 			ctx := context.Background()
-			ns := reportScaling(b, "process", w, func() {
+			reportScaling(b, "process", w, func() {
 				out, err := procFib.Map(ctx, p, jobs, procpool.WithChunkSize(1))
 				if err != nil {
 					b.Fatal(err)
 				}
 				sink.Add(int64(out[0]))
-			})
-			goroutines, ok := perOp.Load(scalingKey{"pool", w})
-			if !ok {
-				// A -bench filter skipped the goroutine run: no honest ratio.
-				b.Logf("no pool/workers=%d run in this run: run the whole BenchmarkScaling for proc/goroutine", w)
-				return
-			}
-			// jobs/s of processes over jobs/s of goroutines.
-			b.ReportMetric(goroutines.(float64)/ns, "proc/goroutine")
+			}, goroutineBatch(g))
 		})
+	}
+}
+
+// goroutineBatch returns a batch of fib jobs on the goroutine pool p.
+func goroutineBatch(p *pool.Pool) func() {
+	return func() {
+		for j := 0; j < scalingBatch; j++ {
+			p.Go(func() { sink.Add(int64(fib(scalingFibN))) })
+		}
+		p.Wait()
 	}
 }
 
@@ -112,22 +114,43 @@ func BenchmarkScaling(b *testing.B) {
 // the one-worker run of the same variant (1 for that run itself), and
 // returns the time per batch. For processes it also reports
 // "parent-us/task": the CPU time this process, the pool's parent, spent
-// per job (the workers' time is not in it), where the system counts it.
-func reportScaling(b *testing.B, variant string, workers int, batch func()) float64 {
+// per job in the process batches (the workers' time is not in it), where
+// the system counts it. With a paired batch (the goroutine baseline), it
+// runs one before each batch, outside the timer, and reports
+// "proc/goroutine": the paired batches' time over batch's.
+func reportScaling(b *testing.B, variant string, workers int, batch func(), paired ...func()) float64 {
 	batch() // warm up: start the workers
-	b.ResetTimer()
-	cpu0, ok0 := cputime.Self()
-	for i := 0; i < b.N; i++ {
-		batch()
+	for _, f := range paired {
+		f()
 	}
-	cpu1, ok1 := cputime.Self()
+	b.ResetTimer()
+	var cpu, pairedNs time.Duration
+	cpuOK := true
+	for i := 0; i < b.N; i++ {
+		if len(paired) > 0 {
+			b.StopTimer()
+			t0 := time.Now()
+			paired[0]()
+			pairedNs += time.Since(t0)
+			b.StartTimer()
+		}
+		cpu0, ok0 := cputime.Self()
+		batch()
+		cpu1, ok1 := cputime.Self()
+		cpu += cpu1 - cpu0
+		cpuOK = cpuOK && ok0 && ok1
+	}
 	b.StopTimer()
-	if variant == "process" && ok0 && ok1 {
-		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/1e3/float64(b.N*scalingBatch), "parent-us/task")
+	if variant == "process" && cpuOK {
+		b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N*scalingBatch), "parent-us/task")
 	}
 	nsPerOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 	perOp.Store(scalingKey{variant, workers}, nsPerOp)
 	b.ReportMetric(scalingBatch*1e9/nsPerOp, "jobs/s")
+	if len(paired) > 0 {
+		// jobs/s of processes over jobs/s of goroutines.
+		b.ReportMetric(float64(pairedNs.Nanoseconds())/float64(b.N)/nsPerOp, "proc/goroutine")
+	}
 	if workers == 1 {
 		b.ReportMetric(1, "speedup")
 		return nsPerOp
