@@ -51,7 +51,10 @@
 // The goroutine that reads a worker's replies sends it the next queued
 // requests itself, so a stream of tasks costs the parent one wake-up per
 // reply batch: on a machine whose every CPU runs a worker, each wake-up of
-// the parent takes a CPU from a worker.
+// the parent takes a CPU from a worker. On Linux the worker wakes a
+// sleeping parent only when it starts the last request it holds (or would
+// wait, or has held a reply for half a millisecond), so a window of
+// requests costs one wake-up.
 // A Call that finds a worker idle writes its request and reads its reply
 // from its own goroutine, with no hand-off to the pool's goroutines. On
 // Linux the frames do not cross the kernel at all: they go through two

@@ -67,6 +67,10 @@ func (s *server) flush() error {
 		return nil
 	}
 	_, err := s.w.Write(s.ob.b)
+	if err == nil && s.rw != nil {
+		s.held, err = s.rw.notify(s.unsent)
+	}
+	s.unsent = 0
 	switch {
 	case s.jmem != nil:
 		// Written: the journal holds nothing the parent will not read.

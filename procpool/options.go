@@ -71,7 +71,7 @@ func WithMaxTasksPerWorker(n int) Option {
 // WithPipelineDepth sets the most requests the parent keeps in flight per
 // worker (default 64; n < 1 makes New fail). The parent sends a worker more
 // than 2 requests only while the work queued at it, estimated from each
-// task's handler time as the workers report it, stays under about 200
+// task's handler time as the workers report it, stays under about 500
 // microseconds: tiny tasks get a deep pipeline, long ones never wait behind
 // a busy worker while another idles.
 func WithPipelineDepth(n int) Option {

@@ -29,6 +29,7 @@ type proc struct {
 	reqC    *pipeConn   // reqW's writes
 	out     reqOut      // where requests go: reqC, or the request ring (see ring)
 	shm     []byte      // the journal file with its rings, mapped; nil if not
+	rep     *ring       // the reply ring, if used
 	cut     atomic.Bool // a caller's context ended: its ring read fails (see readFor)
 	stdout  *lineWriter
 	stderr  *lineWriter
@@ -59,6 +60,7 @@ type proc struct {
 	src     bytes.Reader
 	dec     *gob.Decoder
 	readErr error         // the reply stream broke: every later read fails with it
+	eager   bool          // a caller reads its own reply: wake at every reply (see replyWant)
 	wake    chan struct{} // asks the slot's goroutine to read
 	intMu   sync.Mutex    // guards intr, intrSet and repR's read deadline
 	intr    *request      // the caller reading now, whose context may interrupt it
@@ -111,15 +113,26 @@ func (w *proc) kill(reason int32) {
 }
 
 // killIfRunning kills the worker if r is the oldest request it holds,
-// which is the one it runs (or has just answered). A request further back
-// is killed for when it reaches the front (see pop).
+// which is the one it runs, unless its reply is known to be made (see
+// answered). A request further back is killed for when it reaches the
+// front (see pop).
 func (w *proc) killIfRunning(r *request) {
 	w.mu.Lock()
 	running := w.head < len(w.fifo) && w.fifo[w.head] == r
 	w.mu.Unlock()
-	if running {
+	if running && !w.answered() {
 		w.kill(killCancel)
 	}
+}
+
+// answered reports whether the reply ring holds bytes the reader has not
+// taken: replies come in order and only after their request ran, so the
+// oldest request in flight then ran to its end, and killing the worker
+// would hit the request it runs now, whose caller has not given up. The
+// reader settles the reply and kills the worker then if that request's
+// caller gave up too (see pop).
+func (w *proc) answered() bool {
+	return w.rep != nil && w.rep.tail.Load() != w.rep.head.Load()
 }
 
 // closeFiles closes the parent's ends of the pipes and the journal, and
@@ -162,6 +175,8 @@ func (w *proc) useRings() {
 		},
 	}
 	rr := &ringReader{r: rep, tok: w.fr.src, cut: &w.cut, limit: w.replySpin}
+	rr.want = w.replyWant
+	w.rep = rep
 	rr.spin.budget = parentSpin
 	w.fr = newFrameReader(rr, w.s.p.o.maxFrame)
 }
@@ -178,6 +193,17 @@ func (w *proc) replySpin() time.Duration {
 		return 0
 	}
 	return parentSpin
+}
+
+// replyWant is how many replies the reader waits for before the worker
+// wakes it (see ring): one while a caller reads its own reply, otherwise
+// all but the last request in flight, so that the reader refills the
+// window while the worker runs that one.
+func (w *proc) replyWant() uint64 {
+	if w.eager {
+		return 1
+	}
+	return uint64(max(1, w.inflight.Load()-1))
 }
 
 // oldest returns the oldest request in flight, the one the worker runs or

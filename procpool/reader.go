@@ -55,6 +55,7 @@ func (w *proc) readFor(ctx context.Context, r *request) {
 		})
 		defer stop()
 	}
+	w.eager = true
 	for w.readErr == nil && r.state.Load() != stDone {
 		if err := w.readOne(); err != nil {
 			w.readErr = err
@@ -77,6 +78,7 @@ func (w *proc) readFor(ctx context.Context, r *request) {
 		}
 		w.intMu.Unlock()
 	}
+	w.eager = false
 	broken := w.readErr != nil
 	w.rmu.Unlock()
 	if broken || w.inflight.Load() > 0 {

@@ -23,7 +23,16 @@ import (
 // empty spins a little (see spinner), then raises its sleep flag, checks
 // the ring once more, and sleeps in read(2) on the pipe, which now carries
 // only wake-up tokens: a producer that publishes bytes and finds the flag
-// raised lowers it and writes one byte to the pipe. A producer that finds
+// raised lowers it and writes one byte to the pipe. The parent's flag says
+// more: how many replies it waits for. It asks for all but the last request
+// the worker holds, so that it sends the next ones while the worker runs
+// that one; the worker counts its replies off the flag and wakes the parent
+// when they are all made, when it finds its request ring empty (it would
+// wait), when the reply ring is full, or when a reply it made has waited
+// holdMax unheard of (a task that runs longer than its estimate). A steady
+// stream of tasks then wakes the parent once per window instead of once
+// per reply, which on a machine whose every CPU runs a worker is one
+// preemption of a worker per window. A producer that finds
 // the ring full waits with short sleeps for the consumer to make room (the
 // window and the worker's batching keep that rare). The pipes keep their
 // other roles: their end tells each side that the other is gone (a worker
@@ -59,6 +68,10 @@ const (
 	// spinTaskMax of handler time (see proc.expectSoon).
 	parentSpin  = 50 * time.Microsecond
 	spinTaskMax = 20_000 // ns
+
+	// holdMax is how long a reply the worker made may wait before a
+	// sleeping parent that counts on more replies hears of it.
+	holdMax = 500 * time.Microsecond
 )
 
 // ring is one ring in shared memory.
@@ -89,6 +102,7 @@ type ringWriter struct {
 	tail uint64       // the producer's own copy
 	wake func() error // writes a token to the consumer's pipe
 	dead func() error // non-nil once the consumer is gone (while waiting for room)
+	lazy bool         // wake the consumer only through notify and kick (the reply ring)
 }
 
 // writeNow copies as much of p as the ring takes without waiting.
@@ -107,12 +121,45 @@ func (w *ringWriter) writeNow(p []byte) (int, error) {
 	copy(w.r.data, p[c:n])
 	w.tail += n
 	w.r.tail.Store(w.tail)
-	if w.r.sleep.Load() != 0 && w.r.sleep.CompareAndSwap(1, 0) {
-		if err := w.wake(); err != nil {
-			return int(n), err
+	if w.lazy {
+		return int(n), nil
+	}
+	return int(n), w.kick()
+}
+
+// kick wakes the consumer if it sleeps, whatever it waits for.
+func (w *ringWriter) kick() error {
+	for {
+		v := w.r.sleep.Load()
+		if v == 0 {
+			return nil
+		}
+		if w.r.sleep.CompareAndSwap(v, 0) {
+			return w.wake()
 		}
 	}
-	return int(n), nil
+}
+
+// notify tells a sleeping consumer that m more frames were published: it
+// wakes it once the frames it waits for (its sleep word) have come, and
+// otherwise counts them off. It reports whether the consumer still sleeps
+// with frames published that it has not heard of.
+func (w *ringWriter) notify(m uint64) (held bool, err error) {
+	for {
+		v := w.r.sleep.Load()
+		if v == 0 {
+			return false, nil
+		}
+		if m >= v {
+			if w.r.sleep.CompareAndSwap(v, 0) {
+				return false, w.wake()
+			}
+			continue
+		}
+		if w.r.sleep.CompareAndSwap(v, v-m) {
+			return m > 0, nil
+		}
+	}
 }
 
 // Write copies all of p, waiting for room with short sleeps.
@@ -132,6 +179,9 @@ func (w *ringWriter) Write(p []byte) (int, error) {
 		if err := w.dead(); err != nil {
 			return done, err
 		}
+		if err := w.kick(); err != nil {
+			return done, err
+		}
 		time.Sleep(pause)
 		pause = min(2*pause, time.Millisecond)
 	}
@@ -143,6 +193,8 @@ type ringReader struct {
 	head  uint64 // the consumer's own copy
 	spin  spinner
 	limit func() time.Duration // how long to spin now
+	want  func() uint64        // frames to wait for before a wake-up (nil: one)
+	idle  func()               // called when the ring is found empty (nil: nothing)
 	tok   io.Reader            // the pipe: wake-up tokens, then its end
 	cut   *atomic.Bool         // if set and true, Read fails at once (a read deadline)
 	eof   error                // the pipe's end or error, returned once the ring is empty
@@ -163,16 +215,24 @@ func (r *ringReader) Read(p []byte) (int, error) {
 		if r.eof != nil {
 			return 0, r.eof
 		}
+		if r.idle != nil {
+			r.idle()
+		}
 		if r.spin.wait(r.r.tail, r.head, r.limit()) {
 			continue
 		}
-		r.r.sleep.Store(1)
+		want := uint64(1)
+		if r.want != nil {
+			want = max(1, r.want())
+		}
+		r.r.sleep.Store(want)
 		if r.r.tail.Load() != r.head {
 			r.r.sleep.Store(0)
 			continue
 		}
-		if _, err := r.tok.Read(r.tbuf[:]); err != nil {
-			r.r.sleep.Store(0)
+		_, err := r.tok.Read(r.tbuf[:])
+		r.r.sleep.Store(0) // a token the producer wrote earlier may have woken it
+		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return 0, err
 			}

@@ -2,7 +2,7 @@ package procpool
 
 // queueBudget is the handler time, in nanoseconds, the parent lets queue up
 // at a worker beyond two requests (see WithPipelineDepth).
-const queueBudget = 200_000
+const queueBudget = 500_000
 
 // canSend reports whether the sender may put one more request in flight:
 // always up to two (one running, one waiting, so the worker never idles
@@ -92,8 +92,9 @@ func (w *proc) sendLoop() {
 // refill runs in the reader after a reply opened the window: it sends the
 // next queued requests itself, writing only what the pipe takes without
 // waiting, so that a steady stream of tasks costs the parent one wake-up per
-// reply instead of a hand-off to the sender goroutine (on a machine whose
-// every CPU runs a worker, each wake-up of a parent thread preempts one).
+// window (see ring) instead of a hand-off to the sender goroutine (on a
+// machine whose every CPU runs a worker, each wake-up of a parent thread
+// preempts one).
 // It leaves the rest to the sender: the queue's blocking waits, retirement,
 // and bytes the pipe did not take.
 func (w *proc) refill() {

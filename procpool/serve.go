@@ -105,6 +105,10 @@ type server struct {
 
 	lastDur    time.Duration
 	batchStart time.Time
+	rw         *ringWriter // the reply ring, if used (see ring)
+	unsent     uint64      // replies in ob
+	held       bool        // the parent sleeps, not told of replies published
+	hold       *time.Timer // wakes the parent after holdMax of held replies
 }
 
 func newServer(r io.Reader, w io.Writer, limit int, tasks map[string]taskImpl) *server {
@@ -117,17 +121,24 @@ func newServer(r io.Reader, w io.Writer, limit int, tasks map[string]taskImpl) *
 // useRings switches the frames to the rings (see ring) after hello; the
 // pipes carry only wake-up tokens and their end from then on.
 func (s *server) useRings(req, rep *ring, in io.Reader, out io.Writer) {
-	rr := &ringReader{r: req, tok: in, limit: func() time.Duration { return workerSpin }}
-	rr.spin.budget = workerSpin
-	s.fr = newFrameReader(rr, s.limit)
 	token := []byte{0}
-	s.w = &ringWriter{r: rep,
+	rw := &ringWriter{r: rep,
 		wake: func() error {
 			_, err := out.Write(token)
 			return err
 		},
 		dead: func() error { return nil }, // a worker dies with its parent
+		lazy: true,
 	}
+	s.w, s.rw = rw, rw
+	s.hold = time.AfterFunc(time.Hour, func() { rw.kick() })
+	s.hold.Stop()
+	// A worker about to wait for requests first wakes a parent that waits
+	// for more replies: they would not come.
+	rr := &ringReader{r: req, tok: in, limit: func() time.Duration { return workerSpin },
+		idle: func() { rw.kick() }}
+	rr.spin.budget = workerSpin
+	s.fr = newFrameReader(rr, s.limit)
 }
 
 // start runs the init hooks and sends hello, or the hook's error.
@@ -184,9 +195,17 @@ func (s *server) serve(ctx context.Context) error {
 		if len(s.ob.b) == 0 {
 			s.batchStart = start
 		}
+		held := s.held
+		if held {
+			s.hold.Reset(holdMax)
+		}
 		s.exec(ctx, q, start)
+		if held {
+			s.hold.Stop()
+		}
 		releaseViews() // unmap the shared buffers the request lent (shm.go)
 		s.lastDur = time.Since(start)
+		s.unsent++
 		if err := s.commit(); err != nil {
 			return err
 		}

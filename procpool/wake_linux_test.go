@@ -1,0 +1,171 @@
+package procpool
+
+import (
+	"context"
+	"io"
+	"slices"
+	"testing"
+	"time"
+)
+
+// napTask works for d: short naps busy (so the handler time the worker
+// reports is close to d), long ones asleep.
+var napTask = Register("test.nap", func(_ context.Context, d time.Duration) (time.Duration, error) {
+	start := time.Now()
+	if d >= time.Millisecond {
+		time.Sleep(d)
+	}
+	for time.Since(start) < d {
+	}
+	return d, nil
+})
+
+// TestHeldReplyReachesParent: the parent sleeps until the worker has made
+// all but the last reply of its window (see ring), so a task that runs far
+// longer than its estimate would keep the replies made before it from
+// their callers; the worker wakes the parent after holdMax instead.
+func TestHeldReplyReachesParent(t *testing.T) {
+	p, err := New(WithWorkers(1), WithOutput(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	// Teach the pool that naps take about 50 us: it then sends the worker
+	// all four naps below at once and waits for three replies.
+	for range 50 {
+		if _, err := napTask.Call(ctx, p, 50*time.Microsecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := 2 * time.Second
+	ins := []time.Duration{50 * time.Microsecond, long, 50 * time.Microsecond, 50 * time.Microsecond}
+	start := time.Now()
+	var first time.Duration
+	n := 0
+	for res, err := range napTask.Stream(ctx, p, slices.Values(ins), WithChunkSize(1)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			first = time.Since(start)
+			if res.Index != 0 {
+				t.Fatalf("first result is input %d, want 0", res.Index)
+			}
+		}
+		n++
+	}
+	if n != len(ins) {
+		t.Fatalf("%d results, want %d", n, len(ins))
+	}
+	t.Logf("first reply after %v, all after %v", first, time.Since(start))
+	if first > long/2 {
+		t.Fatalf("the first reply reached its caller after %v: it waited for the %v task behind it", first, long)
+	}
+}
+
+// TestCancelAnsweredSparesNext: a caller that gives up on a request whose
+// reply the worker has made, but the parent not yet read, must not kill the
+// worker, which runs another caller's request by then.
+func TestCancelAnsweredSparesNext(t *testing.T) {
+	p, err := New(WithWorkers(1), WithOutput(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	w := p.slotList()[0].cur.Load()
+	if w == nil || w.rep == nil {
+		t.Skip("no reply ring")
+	}
+	ctx := context.Background()
+	w.rmu.Lock() // nobody reads replies until the end
+	locked := true
+	defer func() {
+		if locked {
+			w.rmu.Unlock()
+		}
+	}()
+	ctxA, cancelA := context.WithCancel(ctx)
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := napTask.Call(ctxA, p, 0)
+		aDone <- err
+	}()
+	waitFor(t, "A's reply in the ring", w.answered)
+	bDone := make(chan error, 1)
+	go func() {
+		d, err := napTask.Call(ctx, p, 300*time.Millisecond)
+		if err == nil && d != 300*time.Millisecond {
+			t.Errorf("B returned %v", d)
+		}
+		bDone <- err
+	}()
+	req, _ := rings(w.shm)
+	waitFor(t, "B taken by the worker", func() bool {
+		return w.inflight.Load() == 2 && req.head.Load() == req.tail.Load()
+	})
+	cancelA()
+	if err := <-aDone; err != context.Canceled {
+		t.Fatalf("A: %v, want context.Canceled", err)
+	}
+	w.rmu.Unlock()
+	locked = false
+	if err := <-bDone; err != nil {
+		t.Fatalf("B: %v", err)
+	}
+	if r := w.killReason.Load(); r != killNone {
+		t.Fatalf("the worker was killed (reason %d) for a request it had answered", r)
+	}
+	if cur := p.slotList()[0].cur.Load(); cur != w {
+		t.Fatal("the worker was replaced")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestNotifyCounts: the reply ring's producer counts its frames off the
+// number the sleeping consumer waits for and wakes it exactly once, when
+// they have all come; kick wakes it whatever it waits for.
+func TestNotifyCounts(t *testing.T) {
+	mem := make([]byte, ringSize)
+	wakes := 0
+	w := &ringWriter{r: ringAt(mem), wake: func() error { wakes++; return nil }, lazy: true}
+	w.r.sleep.Store(3)
+	if _, err := w.writeNow([]byte("frame")); err != nil || wakes != 0 {
+		t.Fatalf("a lazy write woke the consumer (%d wakes, %v)", wakes, err)
+	}
+	for i, step := range []struct {
+		m     uint64
+		held  bool
+		wakes int
+		left  uint64
+	}{
+		{0, false, 0, 3}, // nothing published: nothing held
+		{1, true, 0, 2},
+		{1, true, 0, 1},
+		{2, false, 1, 0}, // more than it waits for: one wake
+		{1, false, 1, 0}, // awake: nothing to do
+	} {
+		held, err := w.notify(step.m)
+		if err != nil || held != step.held || wakes != step.wakes || w.r.sleep.Load() != step.left {
+			t.Fatalf("step %d: notify(%d) = %v, %v; wakes %d, sleep word %d; want %v, %d, %d",
+				i, step.m, held, err, wakes, w.r.sleep.Load(), step.held, step.wakes, step.left)
+		}
+	}
+	w.r.sleep.Store(5)
+	if err := w.kick(); err != nil || wakes != 2 || w.r.sleep.Load() != 0 {
+		t.Fatalf("kick: %v, wakes %d, sleep word %d", err, wakes, w.r.sleep.Load())
+	}
+	if err := w.kick(); err != nil || wakes != 2 {
+		t.Fatalf("kick of an awake consumer woke it (%d wakes, %v)", wakes, err)
+	}
+}
