@@ -71,9 +71,14 @@ func WithMaxTasksPerWorker(n int) Option {
 // WithPipelineDepth sets the most requests the parent keeps in flight per
 // worker (default 64; n < 1 makes New fail). The parent sends a worker more
 // than 2 requests only while the work queued at it, estimated from each
-// task's handler time as the workers report it, stays under about 500
-// microseconds: tiny tasks get a deep pipeline, long ones never wait behind
-// a busy worker while another idles.
+// task's handler time as the workers report it, stays under about a
+// millisecond: tiny tasks get a deep pipeline, long ones never wait behind
+// a busy worker while another idles. A window of several requests also
+// lets a worker wake the parent once per window rather than once per reply
+// (see Wire in the package documentation). A request sent to a busy worker
+// can wait behind up to that millisecond of queued work even if another
+// worker frees up first; WithPipelineDepth(2) keeps that wait to one
+// request, at the price of a wake-up of the parent per reply.
 func WithPipelineDepth(n int) Option {
 	return func(o *options) {
 		if n < 1 {

@@ -2,7 +2,7 @@ package procpool
 
 // queueBudget is the handler time, in nanoseconds, the parent lets queue up
 // at a worker beyond two requests (see WithPipelineDepth).
-const queueBudget = 500_000
+const queueBudget = 1_000_000
 
 // canSend reports whether the sender may put one more request in flight:
 // always up to two (one running, one waiting, so the worker never idles
