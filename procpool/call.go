@@ -2,7 +2,6 @@ package procpool
 
 import (
 	"context"
-	"encoding/gob"
 	"fmt"
 	"iter"
 	"sync"
@@ -72,9 +71,9 @@ type call[In, Out any] struct {
 	done chan struct{}
 }
 
-func (c *call[In, Out]) encode(_ *request, enc *gob.Encoder) error { return safeEncode(enc, &c.in) }
+func (c *call[In, Out]) encode(_ *request, enc encoder) error { return safeEncode(enc, &c.in) }
 
-func (c *call[In, Out]) decode(r *request, dec *gob.Decoder, _ []itemErr) error {
+func (c *call[In, Out]) decode(r *request, dec decoder, _ []itemErr) error {
 	if err := dec.Decode(&c.out); err != nil {
 		return err
 	}
@@ -188,7 +187,7 @@ type mapJob[In, Out any] struct {
 	done    chan struct{}
 }
 
-func (m *mapJob[In, Out]) encode(r *request, enc *gob.Encoder) error {
+func (m *mapJob[In, Out]) encode(r *request, enc encoder) error {
 	if !r.chunk {
 		return safeEncode(enc, &m.inputs[r.lo])
 	}
@@ -196,7 +195,7 @@ func (m *mapJob[In, Out]) encode(r *request, enc *gob.Encoder) error {
 	return safeEncode(enc, &s)
 }
 
-func (m *mapJob[In, Out]) decode(r *request, dec *gob.Decoder, errs []itemErr) error {
+func (m *mapJob[In, Out]) decode(r *request, dec decoder, errs []itemErr) error {
 	if !r.chunk {
 		if err := dec.Decode(&m.results[r.lo]); err != nil {
 			return err
@@ -434,14 +433,14 @@ func (s *streamRun[In, Out]) abandon() {
 	}
 }
 
-func (r *streamReq[In, Out]) encode(_ *request, enc *gob.Encoder) error {
+func (r *streamReq[In, Out]) encode(_ *request, enc encoder) error {
 	if !r.chunk {
 		return safeEncode(enc, &r.ins[0])
 	}
 	return safeEncode(enc, &r.ins)
 }
 
-func (r *streamReq[In, Out]) decode(_ *request, dec *gob.Decoder, errs []itemErr) error {
+func (r *streamReq[In, Out]) decode(_ *request, dec decoder, errs []itemErr) error {
 	if !r.chunk {
 		r.outs = make([]Out, 1)
 		if err := dec.Decode(&r.outs[0]); err != nil {

@@ -141,6 +141,18 @@ func (w *proc) settleFrame(body []byte, reset, live bool) error {
 		r.failWith(remoteErr(r.task.name, &rep.whole))
 		return nil
 	}
+	if rep.status == statusRaw {
+		// One output in raw form (codec.go): the gob stream is not
+		// involved, and a value that does not decode fails this call only.
+		if r.finish() && !r.abandoned.Load() {
+			if err := safeSinkDecode(r, &rawDecoder{b: rep.out}, nil); err != nil {
+				p.completed.Add(^uint64(r.n - 1))
+				p.failed.Add(uint64(r.n))
+				r.sink.fail(r, fmt.Errorf("%w output of task %s: %v", ErrDecode, r.task.name, err))
+			}
+		}
+		return nil
+	}
 	w.src.Reset(rep.out)
 	if r.finish() && !r.abandoned.Load() {
 		if err := safeSinkDecode(r, w.dec, rep.errs); err != nil {
@@ -163,7 +175,7 @@ func (w *proc) settleFrame(body []byte, reset, live bool) error {
 
 // safeSinkDecode decodes r's output, turning a panic in a GobDecode method
 // into an error.
-func safeSinkDecode(r *request, dec *gob.Decoder, errs []itemErr) (err error) {
+func safeSinkDecode(r *request, dec decoder, errs []itemErr) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("panic: %v", v)

@@ -34,6 +34,12 @@ func parseReply(body []byte, items int) (reply, error) {
 	}
 	switch rep.status {
 	case statusOK:
+	case statusRaw:
+		if items != 1 {
+			return reply{}, corrupt("raw reply to a chunk of %d", items)
+		}
+		rep.out = pr.b
+		return rep, nil
 	case statusError:
 		pr.itemErr(&rep.whole, len(body))
 	case statusItems:

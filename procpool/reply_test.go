@@ -85,7 +85,7 @@ func TestParseReply(t *testing.T) {
 			t.Errorf("replyID = %d, %v; want %d", id, err, rep.id)
 		}
 	}
-	if want := []byte{statusOK, statusOK, statusOK, statusItems, statusError, statusError, statusOK}; !bytes.Equal(statuses, want) {
+	if want := []byte{statusRaw, statusRaw, statusOK, statusItems, statusError, statusError, statusOK}; !bytes.Equal(statuses, want) {
 		t.Fatalf("statuses %v, want %v", statuses, want)
 	}
 	rep, _ := parseReply(bs[3], 4)
@@ -97,8 +97,15 @@ func TestParseReply(t *testing.T) {
 		t.Errorf("panic reply %+v", rep)
 	}
 
+	if rep, _ := parseReply(bs[0], 1); string(rep.out) != string(binary.AppendVarint(nil, 42)) {
+		t.Errorf("raw reply to 42: % x", rep.out)
+	}
 	hdr := func(status byte, errs ...itemErr) []byte { return appendReplyHeader(nil, 1, 5, status, errs) }
-	gobInt := bs[0][len(hdr(statusOK)):]
+	var gb bytes.Buffer
+	if err := gob.NewEncoder(&gb).Encode(42); err != nil {
+		t.Fatal(err)
+	}
+	gobInt := gb.Bytes()
 	for name, c := range map[string]struct {
 		body  []byte
 		items int
@@ -114,6 +121,7 @@ func TestParseReply(t *testing.T) {
 		"item index":         {append(hdr(statusItems, itemErr{index: 4, kind: kindHandler}), gobInt...), 4},
 		"items out of order": {append(hdr(statusItems, itemErr{index: 2, kind: kindHandler}, itemErr{index: 1, kind: kindHandler}), gobInt...), 4},
 		"items repeated":     {append(hdr(statusItems, itemErr{index: 1, kind: kindHandler}, itemErr{index: 1, kind: kindHandler}), gobInt...), 4},
+		"raw for a chunk":    {append(hdr(statusRaw), 2), 2},
 	} {
 		if _, err := parseReply(c.body, c.items); !errors.Is(err, errCorrupt) {
 			t.Errorf("%s: %v, want a corrupt frame", name, err)
@@ -184,6 +192,10 @@ func checkReply(t *testing.T, rep reply, items int) {
 		if rep.out != nil || rep.whole.kind == kindNone || rep.whole.kind >= kindMax {
 			t.Fatalf("error reply %+v", rep)
 		}
+	case statusRaw:
+		if items != 1 {
+			t.Fatalf("raw reply for %d items", items)
+		}
 	default:
 		t.Fatalf("status %d", rep.status)
 	}
@@ -205,9 +217,9 @@ type recSink struct {
 	got map[uint64]string
 }
 
-func (s *recSink) encode(*request, *gob.Encoder) error { return nil }
+func (s *recSink) encode(*request, encoder) error { return nil }
 
-func (s *recSink) decode(r *request, dec *gob.Decoder, errs []itemErr) error {
+func (s *recSink) decode(r *request, dec decoder, errs []itemErr) error {
 	var v reflect.Value
 	switch r.task.name {
 	case "int":
@@ -221,7 +233,7 @@ func (s *recSink) decode(r *request, dec *gob.Decoder, errs []itemErr) error {
 	default:
 		v = reflect.New(reflect.TypeFor[[]byte]())
 	}
-	if err := dec.DecodeValue(v); err != nil {
+	if err := dec.Decode(v.Interface()); err != nil {
 		return err
 	}
 	s.got[r.id] = fmt.Sprintf("%v %d", v.Elem().Interface(), len(errs))

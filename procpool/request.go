@@ -2,7 +2,6 @@ package procpool
 
 import (
 	"context"
-	"encoding/gob"
 	"iter"
 	"sync/atomic"
 )
@@ -36,11 +35,11 @@ type request struct {
 
 type sink interface {
 	// encode writes the request's input with enc (sender goroutine).
-	encode(r *request, enc *gob.Encoder) error
+	encode(r *request, enc encoder) error
 	// decode reads the request's output from dec; errs are the failed items
 	// of a chunk, indexes relative to r.lo (reader goroutine). An error
-	// means gob could not decode the output.
-	decode(r *request, dec *gob.Decoder, errs []itemErr) error
+	// means the output could not be decoded.
+	decode(r *request, dec decoder, errs []itemErr) error
 	// fail reports that the whole request failed.
 	fail(r *request, err error)
 }

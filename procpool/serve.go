@@ -25,7 +25,7 @@ const (
 	// unsent reply has waited flushAge.
 	flushAfterTask = 20 * time.Microsecond
 	flushAge       = 200 * time.Microsecond
-	flushBytes     = 256 << 10
+	flushBytes   = 256 << 10
 )
 
 // Main makes the program a procpool program. Call it first in main, and in
@@ -106,9 +106,9 @@ type server struct {
 	lastDur    time.Duration
 	batchStart time.Time
 	rw         *ringWriter // the reply ring, if used (see ring)
-	unsent     uint64      // replies in ob
-	held       bool        // the parent sleeps, not told of replies published
-	hold       *time.Timer // wakes the parent after holdMax of held replies
+	unsent     uint64        // replies in ob
+	held       bool          // the parent sleeps, not told of replies published
+	hold       *time.Timer   // wakes the parent after holdMax of held replies
 }
 
 func newServer(r io.Reader, w io.Writer, limit int, tasks map[string]taskImpl) *server {
@@ -243,8 +243,21 @@ func (s *server) read() (*workReq, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
-	if kind != reqOne && kind != reqChunk || n == 0 {
+	if kind != reqOne && kind != reqChunk && kind != reqRaw || n == 0 {
 		return nil, corrupt("request kind %d count %d", kind, n)
+	}
+	if kind == reqRaw {
+		// The parent sent the input raw (codec.go): no gob to check or
+		// skip, and a value that does not decode leaves the stream intact.
+		t := s.tasks[string(name)]
+		if t == nil {
+			q.fail = &itemErr{kind: kindUnknownTask, msg: "unknown task " + strconv.Quote(string(name))}
+		} else if j, err := safeDecode(t, &rawDecoder{b: p.b}, false, 1); err != nil {
+			q.fail = &itemErr{kind: kindDecode, msg: "raw input: " + err.Error()}
+		} else {
+			q.job = j
+		}
+		return q, nil
 	}
 	if err := checkGob(p.b); err != nil {
 		return nil, err
@@ -318,6 +331,23 @@ func (s *server) replyValue(id uint64, dur time.Duration, errs []itemErr, v any)
 	s.replyErr(id, dur, &fail)
 }
 
+// replyRaw appends a result frame with the one output v in raw form (see
+// codec.go), or, over the frame limit, a whole-request error instead.
+func (s *server) replyRaw(id uint64, dur time.Duration, v any) {
+	st := s.ob.begin()
+	s.ob.b = appendReplyHeader(s.ob.b, id, int64(dur), statusRaw, nil)
+	err := rawEncoder{&s.ob}.Encode(v)
+	if err == nil && s.ob.finish(st, s.limit, false) {
+		return // gob's state, and a reset it owes, are untouched
+	}
+	s.ob.b = s.ob.b[:st]
+	fail := itemErr{kind: kindFrameTooLarge, msg: fmt.Sprintf("limit %d bytes", s.limit)}
+	if err != nil {
+		fail = itemErr{kind: kindEncode, msg: err.Error()}
+	}
+	s.replyErr(id, dur, &fail)
+}
+
 // replyErr appends a whole-request failure frame, shortening the message
 // and stack to fit the frame limit.
 func (s *server) replyErr(id uint64, dur time.Duration, e *itemErr) {
@@ -342,7 +372,7 @@ func truncate(s string, n int) string {
 
 // safeDecode decodes a request's input, turning a panic in a GobDecode
 // method into an error.
-func safeDecode(t taskImpl, dec *gob.Decoder, chunk bool, n int) (j job, err error) {
+func safeDecode(t taskImpl, dec decoder, chunk bool, n int) (j job, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			j, err = nil, fmt.Errorf("panic: %v", r)
@@ -353,7 +383,7 @@ func safeDecode(t taskImpl, dec *gob.Decoder, chunk bool, n int) (j job, err err
 
 // safeEncode encodes v, turning panics (gob's, or a GobEncode method's)
 // into errors.
-func safeEncode(enc *gob.Encoder, v any) (err error) {
+func safeEncode(enc encoder, v any) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%v", r)

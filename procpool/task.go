@@ -2,7 +2,6 @@ package procpool
 
 import (
 	"context"
-	"encoding/gob"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -23,8 +22,9 @@ type Task[In, Out any] struct {
 
 // taskMeta is what the pool needs of a task without its types.
 type taskMeta struct {
-	name string
-	est  atomic.Int64 // handler time per item in ns (EWMA of replies); 0 unknown
+	name          string
+	est           atomic.Int64 // handler time per item in ns (EWMA of replies); 0 unknown
+	inRaw, outRaw bool         // a lone input, a lone output travels raw (see codec.go)
 }
 
 func (m *taskMeta) observe(perItem int64) {
@@ -43,7 +43,7 @@ func (m *taskMeta) observe(perItem int64) {
 // job that runs the handler and encodes the reply.
 type taskImpl interface {
 	taskName() string
-	decode(dec *gob.Decoder, chunk bool, n int) (job, error)
+	decode(dec decoder, chunk bool, n int) (job, error)
 }
 
 type job interface {
@@ -79,6 +79,7 @@ func Register[In, Out any](name string, fn func(context.Context, In) (Out, error
 	}
 	t := &Task[In, Out]{fn: fn}
 	t.meta.name = name
+	t.meta.inRaw, t.meta.outRaw = isRaw[In](), isRaw[Out]()
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
 	if registry.tasks == nil {
@@ -130,7 +131,7 @@ func (t *Task[In, Out]) invoke(ctx context.Context, in In) (out Out, fail itemEr
 	return out, itemErr{}
 }
 
-func (t *Task[In, Out]) decode(dec *gob.Decoder, chunk bool, n int) (job, error) {
+func (t *Task[In, Out]) decode(dec decoder, chunk bool, n int) (job, error) {
 	if !chunk {
 		j := &oneJob[In, Out]{t: t}
 		if err := dec.Decode(&j.in); err != nil {
@@ -161,6 +162,10 @@ func (j *oneJob[In, Out]) run(ctx context.Context, s *server, id uint64, start t
 	dur := time.Since(start)
 	if fail.kind != kindNone {
 		s.replyErr(id, dur, &fail)
+		return
+	}
+	if j.t.meta.outRaw {
+		s.replyRaw(id, dur, &out)
 		return
 	}
 	s.replyValue(id, dur, nil, &out)

@@ -18,17 +18,18 @@ import (
 //	                   for this frame (type definitions the first time, then
 //	                   the value)
 //
-// Request header: kind byte (reqOne or reqChunk), id uvarint, deadline
-// varint (Unix nanoseconds, 0 for none), count uvarint (items in a chunk),
-// task name (uvarint length + bytes). The gob section is one In (reqOne) or
-// one []In (reqChunk).
+// Request header: kind byte (reqOne, reqChunk or reqRaw), id uvarint,
+// deadline varint (Unix nanoseconds, 0 for none), count uvarint (items in a
+// chunk), task name (uvarint length + bytes). The gob section is one In
+// (reqOne) or one []In (reqChunk); after reqRaw the rest of the frame is
+// one In in raw form (codec.go) instead.
 //
 // Reply header: kind byte. repHello: pid uvarint. repInitError: message.
 // repResult: id uvarint, duration uvarint (nanoseconds spent in handlers),
 // status byte; statusError: errKind byte, message, stack, and no gob
 // section; statusOK and statusItems (count uvarint, then per failed item:
 // index uvarint, errKind byte, message, stack): a gob section with Out or
-// []Out.
+// []Out; statusRaw: the rest of the frame is one Out in raw form.
 //
 // The reader checks the length against the frame limit before it reads the
 // body, grows its buffer only as bytes arrive, and checks that the gob
@@ -38,6 +39,7 @@ import (
 const (
 	reqOne   = 1
 	reqChunk = 2
+	reqRaw   = 3 // one input, raw (see codec.go)
 
 	repResult    = 1
 	repHello     = 2
@@ -46,6 +48,7 @@ const (
 	statusOK    = 0
 	statusError = 1
 	statusItems = 2
+	statusRaw   = 3 // one output, raw (see codec.go)
 
 	resetBit  = 1 << 31
 	headerLen = 4
@@ -384,8 +387,11 @@ func (w *requestWriter) init(limit int) {
 func (w *requestWriter) encode(r *request) error {
 	st := w.ob.begin()
 	kind := byte(reqOne)
-	if r.chunk {
+	switch {
+	case r.chunk:
 		kind = reqChunk
+	case r.task.inRaw:
+		kind = reqRaw
 	}
 	w.seq++
 	r.id = w.seq
@@ -396,6 +402,16 @@ func (w *requestWriter) encode(r *request) error {
 		w.ob.b = binary.AppendUvarint(w.ob.b, uint64(r.n))
 	}
 	w.ob.b = appendString(w.ob.b, r.task.name)
+	if kind == reqRaw {
+		if err := r.sink.encode(r, rawEncoder{&w.ob}); err != nil || !w.ob.finish(st, w.limit, false) {
+			w.ob.b = w.ob.b[:st] // gob's state is untouched
+			if err != nil {
+				return fmt.Errorf("%w input of task %s: %w", ErrEncode, r.task.name, err)
+			}
+			return fmt.Errorf("%w: input of task %s over %d bytes", ErrFrameTooLarge, r.task.name, w.limit)
+		}
+		return nil
+	}
 	err := r.sink.encode(r, w.enc)
 	if err == nil {
 		if w.ob.finish(st, w.limit, w.resetNext) {
