@@ -126,6 +126,18 @@ func (t *Task[In, Out]) Map(ctx context.Context, p *Pool, inputs []In, opts ...M
 		}
 	}
 	for i := range reqs {
+		// While the queue has room, a plain send: a four-way select per
+		// request was a sixth of the parent's time on tiny tasks. Every
+		// 64th request, and whenever the queue is full, it looks for an
+		// end first; requests queued after one are dropped unsent (they
+		// are abandoned below).
+		if i%64 != 0 {
+			select {
+			case p.queue <- &reqs[i]:
+				continue
+			default:
+			}
+		}
 		select {
 		case p.queue <- &reqs[i]:
 			continue
