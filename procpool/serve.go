@@ -25,6 +25,11 @@ const (
 	// unsent reply has waited flushAge.
 	flushAfterTask = 20 * time.Microsecond
 	flushAge       = 200 * time.Microsecond
+	// ringFlushAge replaces flushAge when replies go through the reply
+	// ring, where a flush is a copy, not a system call: the parent then
+	// hears of replies, and sends more requests, while the worker still
+	// has some to run, instead of after it ran them all.
+	ringFlushAge = 20 * time.Microsecond
 	flushBytes   = 256 << 10
 )
 
@@ -105,14 +110,15 @@ type server struct {
 
 	lastDur    time.Duration
 	batchStart time.Time
-	rw         *ringWriter // the reply ring, if used (see ring)
+	flushAge   time.Duration // see flushAge
+	rw         *ringWriter   // the reply ring, if used (see ring)
 	unsent     uint64        // replies in ob
 	held       bool          // the parent sleeps, not told of replies published
 	hold       *time.Timer   // wakes the parent after holdMax of held replies
 }
 
 func newServer(r io.Reader, w io.Writer, limit int, tasks map[string]taskImpl) *server {
-	s := &server{fr: newFrameReader(r, limit), w: w, limit: limit, tasks: tasks}
+	s := &server{fr: newFrameReader(r, limit), w: w, limit: limit, tasks: tasks, flushAge: flushAge}
 	s.dec = gob.NewDecoder(&s.src)
 	s.enc = gob.NewEncoder(&s.ob)
 	return s
@@ -131,6 +137,7 @@ func (s *server) useRings(req, rep *ring, in io.Reader, out io.Writer) {
 		lazy: true,
 	}
 	s.w, s.rw = rw, rw
+	s.flushAge = ringFlushAge
 	s.hold = time.AfterFunc(time.Hour, func() { rw.kick() })
 	s.hold.Stop()
 	// A worker about to wait for requests first wakes a parent that waits
@@ -178,7 +185,7 @@ func runInit(ctx context.Context, fn func(context.Context, int) error, id int) (
 func (s *server) serve(ctx context.Context) error {
 	for {
 		if len(s.ob.b) > 0 && (s.lastDur > flushAfterTask || len(s.ob.b) > flushBytes ||
-			time.Since(s.batchStart) > flushAge || !s.fr.complete()) {
+			time.Since(s.batchStart) > s.flushAge || !s.fr.complete()) {
 			if err := s.flush(); err != nil {
 				return err
 			}
