@@ -22,10 +22,10 @@ import (
 // ErrEncode or ErrFrameTooLarge and is never sent. On an idle pool the
 // caller's goroutine writes the request and reads the reply itself: the
 // cost is one round trip, through the shared-memory rings on Linux (see
-// Wire), 6 to 14 microseconds for a tiny task on a 2-core virtual machine
-// with little else running (BenchmarkCall, median 12; 24 to 34 through
-// pipes in the same window), and more when the CPUs are contended and
-// neither side can spin.
+// Wire): 1.3 to 2.9 microseconds for a tiny task taking and returning an
+// int on a 2-core virtual machine (BenchmarkCall, median 1.9), more for
+// inputs and outputs that need gob, and about a millisecond when other
+// processes keep every CPU busy, so that neither side can spin.
 func (t *Task[In, Out]) Call(ctx context.Context, p *Pool, in In) (Out, error) {
 	var zero Out
 	if err := ctx.Err(); err != nil {
