@@ -29,7 +29,7 @@ type proc struct {
 	reqC    *pipeConn   // reqW's writes
 	out     reqOut      // where requests go: reqC, or the request ring (see ring)
 	shm     []byte      // the journal file with its rings, mapped; nil if not
-	rep     *ring       // the reply ring, if used
+	rep     *ring       // the reply ring, if used; guarded by mu once set
 	cut     atomic.Bool // a caller's context ended: its ring read fails (see readFor)
 	stdout  *lineWriter
 	stderr  *lineWriter
@@ -118,9 +118,9 @@ func (w *proc) kill(reason int32) {
 // front (see pop).
 func (w *proc) killIfRunning(r *request) {
 	w.mu.Lock()
-	running := w.head < len(w.fifo) && w.fifo[w.head] == r
+	running := w.head < len(w.fifo) && w.fifo[w.head] == r && !w.answered()
 	w.mu.Unlock()
-	if running && !w.answered() {
+	if running {
 		w.kill(killCancel)
 	}
 }
@@ -130,7 +130,8 @@ func (w *proc) killIfRunning(r *request) {
 // oldest request in flight then ran to its end, and killing the worker
 // would hit the request it runs now, whose caller has not given up. The
 // reader settles the reply and kills the worker then if that request's
-// caller gave up too (see pop).
+// caller gave up too (see pop). mu must be held: closeFiles clears rep
+// under it before it unmaps the ring.
 func (w *proc) answered() bool {
 	return w.rep != nil && w.rep.tail.Load() != w.rep.head.Load()
 }
@@ -142,6 +143,9 @@ func (w *proc) closeFiles() {
 	w.repR.Close()
 	w.journal.Close()
 	if w.shm != nil {
+		w.mu.Lock()
+		w.rep = nil // see answered
+		w.mu.Unlock()
 		unmapShared(w.shm)
 		w.shm = nil
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // napTask works for d: short naps busy (so the handler time the worker
@@ -91,7 +93,11 @@ func TestCancelAnsweredSparesNext(t *testing.T) {
 		_, err := napTask.Call(ctxA, p, 0)
 		aDone <- err
 	}()
-	waitFor(t, "A's reply in the ring", w.answered)
+	waitFor(t, "A's reply in the ring", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.answered()
+	})
 	bDone := make(chan error, 1)
 	go func() {
 		d, err := napTask.Call(ctx, p, 300*time.Millisecond)
@@ -167,5 +173,30 @@ func TestNotifyCounts(t *testing.T) {
 	}
 	if err := w.kick(); err != nil || wakes != 2 {
 		t.Fatalf("kick of an awake consumer woke it (%d wakes, %v)", wakes, err)
+	}
+}
+
+// TestKillIfRunningAfterUnmap: a caller giving up can call killIfRunning
+// while the worker's process is being finished, after its rings were
+// unmapped and before its requests were settled; the check for a made
+// reply must not read the unmapped ring (it did: a fault in
+// TestProcPoolHandler under the race detector).
+func TestKillIfRunningAfterUnmap(t *testing.T) {
+	mem, err := unix.Mmap(-1, 0, shmSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &request{}
+	w := &proc{shm: mem, fifo: []*request{r}, ended: true} // ended: kill signals nothing
+	_, w.rep = rings(mem)
+	w.rep.tail.Store(1) // a reply in the ring
+	w.killIfRunning(r)
+	if w.killReason.Load() != killNone {
+		t.Fatal("killed the worker with the reply made")
+	}
+	w.closeFiles() // unmaps
+	w.killIfRunning(r)
+	if w.killReason.Load() != killCancel {
+		t.Fatal("did not kill the worker of a request with no reply known")
 	}
 }
