@@ -23,7 +23,7 @@ type options struct {
 }
 
 func defaultOptions() options {
-	return options{depth: 64, output: os.Stderr, maxFrame: DefaultMaxFrame}
+	return options{depth: 128, output: os.Stderr, maxFrame: DefaultMaxFrame}
 }
 
 func (o *options) fail(format string, args ...any) {
@@ -69,7 +69,7 @@ func WithMaxTasksPerWorker(n int) Option {
 }
 
 // WithPipelineDepth sets the most requests the parent keeps in flight per
-// worker (default 64; n < 1 makes New fail). The parent sends a worker more
+// worker (default 128; n < 1 makes New fail). The parent sends a worker more
 // than 2 requests only while the work queued at it, estimated from each
 // task's handler time as the workers report it, stays under about a
 // millisecond: tiny tasks get a deep pipeline, long ones never wait behind
