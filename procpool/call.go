@@ -23,7 +23,7 @@ import (
 // caller's goroutine writes the request and reads the reply itself: the
 // cost is one round trip, through the shared-memory rings on Linux (see
 // Wire): 1.3 to 2.9 microseconds for a tiny task taking and returning an
-// int on a 2-core virtual machine (BenchmarkCall, median 1.9), more for
+// int on a 2-core virtual machine (BenchmarkCall, median 1.6), more for
 // inputs and outputs that need gob, and about a millisecond when other
 // processes keep every CPU busy, so that neither side can spin.
 func (t *Task[In, Out]) Call(ctx context.Context, p *Pool, in In) (Out, error) {
