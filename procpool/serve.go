@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"reflect"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -73,6 +75,7 @@ func workerMain(slot string) int {
 	}
 	tasks, inits := lookupTasks()
 	s := newServer(in, out, limit, tasks)
+	s.flushLate()
 	var req, rep *ring
 	if journal != nil {
 		req, rep = acceptRings(journal) // before hello: the parent checks after it
@@ -115,6 +118,14 @@ type server struct {
 	unsent     uint64        // replies in ob
 	held       bool          // the parent sleeps, not told of replies published
 	hold       *time.Timer   // wakes the parent after holdMax of held replies
+
+	// The reply batch (ob, unsent, held, the journal, the writer) is
+	// guarded by mu, which serve holds except while a handler runs; then
+	// flusher, if set, writes a batch that has waited flushAge, so that
+	// replies made before a long task do not wait for its end.
+	mu      sync.Mutex
+	flusher *time.Timer
+	armed   atomic.Bool // flusher is set to fire
 }
 
 func newServer(r io.Reader, w io.Writer, limit int, tasks map[string]taskImpl) *server {
@@ -183,6 +194,11 @@ func runInit(ctx context.Context, fn func(context.Context, int) error, id int) (
 // death, knows every reply made: the request that was running is the
 // oldest unanswered one.
 func (s *server) serve(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.flusher != nil {
+		defer s.flusher.Stop()
+	}
 	for {
 		if len(s.ob.b) > 0 && (s.lastDur > flushAfterTask || len(s.ob.b) > flushBytes ||
 			time.Since(s.batchStart) > s.flushAge || !s.fr.complete()) {
@@ -218,6 +234,32 @@ func (s *server) serve(ctx context.Context) error {
 		}
 	}
 }
+
+// flushLate makes the server flush, while a handler runs, a reply batch
+// that has waited flushAge (see mu).
+func (s *server) flushLate() {
+	s.flusher = time.AfterFunc(time.Hour, func() {
+		s.armed.Store(false)
+		if !s.mu.TryLock() {
+			return // serve runs: it flushes by its own rules
+		}
+		defer s.mu.Unlock()
+		s.flush() // an error shows again at serve's next write
+	})
+	s.flusher.Stop()
+}
+
+// running is called by a job before it runs a handler, ran after: the
+// handler runs without mu, and a batch waiting meanwhile is flushed after
+// flushAge.
+func (s *server) running() {
+	if s.flusher != nil && len(s.ob.b) > 0 && !s.armed.Swap(true) {
+		s.flusher.Reset(s.flushAge)
+	}
+	s.mu.Unlock()
+}
+
+func (s *server) ran() { s.mu.Lock() }
 
 // workReq is one decoded request.
 type workReq struct {

@@ -158,7 +158,9 @@ type oneJob[In, Out any] struct {
 }
 
 func (j *oneJob[In, Out]) run(ctx context.Context, s *server, id uint64, start time.Time) {
+	s.running()
 	out, fail := j.t.invoke(ctx, j.in)
+	s.ran()
 	dur := time.Since(start)
 	if fail.kind != kindNone {
 		s.replyErr(id, dur, &fail)
@@ -179,6 +181,7 @@ type chunkJob[In, Out any] struct {
 func (j *chunkJob[In, Out]) run(ctx context.Context, s *server, id uint64, start time.Time) {
 	outs := make([]Out, len(j.in))
 	var errs []itemErr
+	s.running()
 	for i := range j.in {
 		out, fail := j.t.invoke(ctx, j.in[i])
 		if fail.kind != kindNone {
@@ -188,6 +191,7 @@ func (j *chunkJob[In, Out]) run(ctx context.Context, s *server, id uint64, start
 		}
 		outs[i] = out
 	}
+	s.ran()
 	s.replyValue(id, time.Since(start), errs, &outs)
 }
 
