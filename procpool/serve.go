@@ -120,9 +120,10 @@ type server struct {
 	hold       *time.Timer   // wakes the parent after holdMax of held replies
 
 	// The reply batch (ob, unsent, held, the journal, the writer) is
-	// guarded by mu, which serve holds except while a handler runs; then
-	// flusher, if set, writes a batch that has waited flushAge, so that
-	// replies made before a long task do not wait for its end.
+	// guarded by mu, which serve holds except while it reads a request and
+	// while a handler runs; flusher, if set, writes a batch that has waited
+	// flushAge meanwhile, so that replies made before a long task do not
+	// wait for its end.
 	mu      sync.Mutex
 	flusher *time.Timer
 	armed   atomic.Bool // flusher is set to fire
@@ -206,7 +207,9 @@ func (s *server) serve(ctx context.Context) error {
 				return err
 			}
 		}
+		s.mu.Unlock() // the batch is flushed unless a request is buffered
 		q, err := s.read()
+		s.mu.Lock()
 		if err == io.EOF {
 			return s.flush()
 		}
@@ -239,11 +242,14 @@ func (s *server) serve(ctx context.Context) error {
 // that has waited flushAge (see mu).
 func (s *server) flushLate() {
 	s.flusher = time.AfterFunc(time.Hour, func() {
-		s.armed.Store(false)
 		if !s.mu.TryLock() {
-			return // serve runs: it flushes by its own rules
+			// serve holds the batch for a moment (it holds mu only
+			// between its reads and its handlers): look again.
+			s.flusher.Reset(s.flushAge)
+			return
 		}
 		defer s.mu.Unlock()
+		s.armed.Store(false)
 		s.flush() // an error shows again at serve's next write
 	})
 	s.flusher.Stop()
@@ -253,10 +259,11 @@ func (s *server) flushLate() {
 // handler runs without mu, and a batch waiting meanwhile is flushed after
 // flushAge.
 func (s *server) running() {
-	if s.flusher != nil && len(s.ob.b) > 0 && !s.armed.Swap(true) {
+	arm := s.flusher != nil && len(s.ob.b) > 0 && !s.armed.Swap(true)
+	s.mu.Unlock()
+	if arm {
 		s.flusher.Reset(s.flushAge)
 	}
-	s.mu.Unlock()
 }
 
 func (s *server) ran() { s.mu.Lock() }
