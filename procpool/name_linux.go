@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 	"unsafe"
 
@@ -82,9 +83,22 @@ func nameWorker(slot int) {
 		runtime.KeepAlive(p)
 	}
 	setComm("/proc/self/comm", name)
-	tasks, _ := filepath.Glob("/proc/self/task/[0-9]*/comm")
-	for _, f := range tasks {
-		setComm(f, name)
+	// A thread the runtime starts meanwhile from a thread not yet renamed
+	// keeps the old name, so go over the threads again until a pass finds
+	// them all renamed (TestWorkerNames saw one "exe" thread under load).
+	for range 8 {
+		renamed := false
+		tasks, _ := filepath.Glob("/proc/self/task/[0-9]*/comm")
+		for _, f := range tasks {
+			if b, err := os.ReadFile(f); err == nil && strings.TrimSuffix(string(b), "\n") == name {
+				continue
+			}
+			setComm(f, name)
+			renamed = true
+		}
+		if !renamed {
+			return
+		}
 	}
 }
 
