@@ -853,31 +853,3 @@ func TestMapCancel(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
-
-// TestShortReplyNotHeldByLongTask: a tiny task's reply must not wait in the
-// worker's reply batch while the long task queued behind it runs: the two
-// are sent together, the worker reads both, and the first caller's answer
-// is ready in microseconds.
-func TestShortReplyNotHeldByLongTask(t *testing.T) {
-	p := newPool(t, procpool.WithWorkers(1))
-	long := 2 * time.Second
-	start := time.Now()
-	var first time.Duration
-	n := 0
-	for res, err := range sleepTask.Stream(context.Background(), p, slices.Values([]time.Duration{0, long}), procpool.WithChunkSize(1)) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			first = time.Since(start)
-			if res.Index != 0 {
-				t.Fatalf("first result is input %d, want 0", res.Index)
-			}
-		}
-		n++
-	}
-	t.Logf("first reply after %v", first)
-	if n != 2 || first > long/2 {
-		t.Fatalf("%d results; the tiny task's reply reached its caller after %v: it waited for the %v task behind it", n, first, long)
-	}
-}

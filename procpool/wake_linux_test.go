@@ -2,79 +2,17 @@ package procpool
 
 import (
 	"context"
-	"io"
-	"slices"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// napTask works for d: short naps busy (so the handler time the worker
-// reports is close to d), long ones asleep.
-var napTask = Register("test.nap", func(_ context.Context, d time.Duration) (time.Duration, error) {
-	start := time.Now()
-	if d >= time.Millisecond {
-		time.Sleep(d)
-	}
-	for time.Since(start) < d {
-	}
-	return d, nil
-})
-
-// TestHeldReplyReachesParent: the parent sleeps until the worker has made
-// all but the last reply of its window (see ring), so a task that runs far
-// longer than its estimate would keep the replies made before it from
-// their callers; the worker wakes the parent after holdMax instead.
-func TestHeldReplyReachesParent(t *testing.T) {
-	p, err := New(WithWorkers(1), WithOutput(io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ctx := context.Background()
-	// Teach the pool that naps take about 50 us: it then sends the worker
-	// all four naps below at once and waits for three replies.
-	for range 50 {
-		if _, err := napTask.Call(ctx, p, 50*time.Microsecond); err != nil {
-			t.Fatal(err)
-		}
-	}
-	long := 2 * time.Second
-	ins := []time.Duration{50 * time.Microsecond, long, 50 * time.Microsecond, 50 * time.Microsecond}
-	start := time.Now()
-	var first time.Duration
-	n := 0
-	for res, err := range napTask.Stream(ctx, p, slices.Values(ins), WithChunkSize(1)) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			first = time.Since(start)
-			if res.Index != 0 {
-				t.Fatalf("first result is input %d, want 0", res.Index)
-			}
-		}
-		n++
-	}
-	if n != len(ins) {
-		t.Fatalf("%d results, want %d", n, len(ins))
-	}
-	t.Logf("first reply after %v, all after %v", first, time.Since(start))
-	if first > long/2 {
-		t.Fatalf("the first reply reached its caller after %v: it waited for the %v task behind it", first, long)
-	}
-}
-
 // TestCancelAnsweredSparesNext: a caller that gives up on a request whose
 // reply the worker has made, but the parent not yet read, must not kill the
 // worker, which runs another caller's request by then.
 func TestCancelAnsweredSparesNext(t *testing.T) {
-	p, err := New(WithWorkers(1), WithOutput(io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := onePool(t)
 	w := p.slotList()[0].cur.Load()
 	if w == nil || w.rep == nil {
 		t.Skip("no reply ring")
