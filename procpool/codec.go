@@ -13,9 +13,10 @@ import (
 // raw form instead of as gob (kind reqRaw), and a reply with one output of
 // such a type carries it raw too (statusRaw): integers as varints, floats
 // as their IEEE 754 bits (little-endian), a bool as one byte, a string as
-// its bytes, each the whole rest of the frame. Gob spends about a
-// microsecond per value on each side on type lookups and its message
-// framing; for a tiny task that is most of what the parent spends. Both
+// its bytes, each the whole rest of the frame. For a tiny task taking and
+// returning an int, gob's encode and decode (type lookups, message
+// framing) were a third of the parent's CPU time per task (profile of
+// unchunked BenchmarkMap, about 0.3 of 0.9 us). Both
 // sides know a task's types, so neither trusts the other's choice: a raw
 // frame for a task whose type is not raw, or raw bytes that do not decode
 // to exactly one value, are a corrupt frame. Named types (type ID int) and
@@ -100,45 +101,25 @@ func (d *rawDecoder) Decode(v any) error {
 		}
 		*x = b[0] == 1
 	case *int:
-		n, err := rawInt(b, math.MinInt, math.MaxInt)
-		*x = int(n)
-		return err
+		return decodeInt(x, b)
 	case *int8:
-		n, err := rawInt(b, math.MinInt8, math.MaxInt8)
-		*x = int8(n)
-		return err
+		return decodeInt(x, b)
 	case *int16:
-		n, err := rawInt(b, math.MinInt16, math.MaxInt16)
-		*x = int16(n)
-		return err
+		return decodeInt(x, b)
 	case *int32:
-		n, err := rawInt(b, math.MinInt32, math.MaxInt32)
-		*x = int32(n)
-		return err
+		return decodeInt(x, b)
 	case *int64:
-		n, err := rawInt(b, math.MinInt64, math.MaxInt64)
-		*x = n
-		return err
+		return decodeInt(x, b)
 	case *uint:
-		n, err := rawUint(b, math.MaxUint)
-		*x = uint(n)
-		return err
+		return decodeUint(x, b)
 	case *uint8:
-		n, err := rawUint(b, math.MaxUint8)
-		*x = uint8(n)
-		return err
+		return decodeUint(x, b)
 	case *uint16:
-		n, err := rawUint(b, math.MaxUint16)
-		*x = uint16(n)
-		return err
+		return decodeUint(x, b)
 	case *uint32:
-		n, err := rawUint(b, math.MaxUint32)
-		*x = uint32(n)
-		return err
+		return decodeUint(x, b)
 	case *uint64:
-		n, err := rawUint(b, math.MaxUint64)
-		*x = n
-		return err
+		return decodeUint(x, b)
 	case *float32:
 		if len(b) != 4 {
 			return errRawLength
@@ -157,24 +138,29 @@ func (d *rawDecoder) Decode(v any) error {
 	return nil
 }
 
-func rawInt(b []byte, lo, hi int64) (int64, error) {
+// decodeInt decodes b, one varint, into *x, refusing a value that does not
+// fit T.
+func decodeInt[T int | int8 | int16 | int32 | int64](x *T, b []byte) error {
 	n, k := binary.Varint(b)
 	if k <= 0 || k != len(b) {
-		return 0, errRawLength
+		return errRawLength
 	}
-	if n < lo || n > hi {
-		return 0, fmt.Errorf("raw integer %d out of range", n)
+	if int64(T(n)) != n {
+		return fmt.Errorf("raw integer %d out of range", n)
 	}
-	return n, nil
+	*x = T(n)
+	return nil
 }
 
-func rawUint(b []byte, hi uint64) (uint64, error) {
+// decodeUint is decodeInt for the unsigned types.
+func decodeUint[T uint | uint8 | uint16 | uint32 | uint64](x *T, b []byte) error {
 	n, k := binary.Uvarint(b)
 	if k <= 0 || k != len(b) {
-		return 0, errRawLength
+		return errRawLength
 	}
-	if n > hi {
-		return 0, fmt.Errorf("raw integer %d out of range", n)
+	if uint64(T(n)) != n {
+		return fmt.Errorf("raw integer %d out of range", n)
 	}
-	return n, nil
+	*x = T(n)
+	return nil
 }
