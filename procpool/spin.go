@@ -24,8 +24,8 @@ const (
 	// takes a scheduler slice away, a millisecond or more; interrupts and
 	// a virtual machine's host take tens of microseconds now and then
 	// with nothing else of ours waiting, and a spinner that gave up on
-	// those fell back to sleeping for 64 waits (a round trip of 25 us
-	// instead of 3 on a 2-core VM).
+	// those fell back to sleeping for 64 waits (BenchmarkCall on a quiet
+	// 2-core VM: 5.0-7.3 us with a 20 us threshold, 2.0-2.8 us with this).
 	spinLost = 200 * time.Microsecond
 )
 
