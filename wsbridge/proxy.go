@@ -9,7 +9,8 @@ import (
 )
 
 // maxForwardedHops bounds the X-Forwarded-For entries clientAddr looks at,
-// from the right: a chain of proxies longer than this is not a deployment.
+// from the right, empty ones included: a chain of proxies longer than this
+// is not a deployment, and the walk stays short whatever the header holds.
 const maxForwardedHops = 16
 
 // checkTrustedProxies panics on a prefix that is not valid (the zero
@@ -74,11 +75,11 @@ func clientAddr(r *http.Request, ps []netip.Prefix) string {
 			} else {
 				rest = ""
 			}
-			if strings.TrimSpace(entry) == "" {
-				continue
-			}
 			if hops++; hops > maxForwardedHops {
 				return r.RemoteAddr
+			}
+			if strings.TrimSpace(entry) == "" {
+				continue
 			}
 			ip, ok := parseHost(entry)
 			if !ok {

@@ -35,6 +35,7 @@ func TestClientAddr(t *testing.T) {
 		{"IPv4 mapped in IPv6", loopbackProxies, "127.0.0.1:5000", []string{"::ffff:203.0.113.7"}, "203.0.113.7"},
 		{"a peer that is not a trusted proxy", loopbackProxies, "192.0.2.1:5000", []string{"203.0.113.7"}, "192.0.2.1:5000"},
 		{"more hops than anyone deploys", loopbackProxies, "127.0.0.1:5000", []string{chain}, "127.0.0.1:5000"},
+		{"empty entries count as hops", loopbackProxies, "127.0.0.1:5000", []string{"203.0.113.7" + strings.Repeat(", ", maxForwardedHops)}, "127.0.0.1:5000"},
 	} {
 		r := &http.Request{RemoteAddr: c.remote, Header: http.Header{}}
 		for _, v := range c.xff {
